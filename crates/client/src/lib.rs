@@ -1,0 +1,314 @@
+//! Rust SDK for the `runnel.v1` gRPC API: a thin typed layer over the generated client that turns
+//! gRPC statuses back into [`runnel_types::Error`] (by the `x-kinesis-error` name the server sends)
+//! and retries only what is safe to retry.
+
+use std::time::Duration;
+
+use runnel_proto::v1 as pb;
+use runnel_proto::v1::runnel_client::RunnelClient;
+use runnel_types::Error;
+use tonic::transport::{Channel, Endpoint};
+
+pub use runnel_proto::v1;
+
+/// Largest message accepted or sent.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Converts a gRPC status from a Runnel node into the domain error.
+pub fn from_status(s: &tonic::Status) -> Error {
+    let name = s
+        .metadata()
+        .get("x-kinesis-error")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match name {
+        Some(n) => Error::from_kinesis_name(&n, s.message().to_string()),
+        None => match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                Error::Unavailable(format!("{}: {}", s.code(), s.message()))
+            }
+            _ => Error::Internal(format!("{}: {}", s.code(), s.message())),
+        },
+    }
+}
+
+/// Where a shard iterator starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Oldest retained record.
+    TrimHorizon,
+    /// Just after the newest record.
+    Latest,
+    /// At a sequence number.
+    At(String),
+    /// After a sequence number.
+    After(String),
+    /// First record that arrived at or after this time (ms).
+    Timestamp(u64),
+}
+
+impl std::str::FromStr for Start {
+    type Err = String;
+
+    /// `trim-horizon`, `latest`, `at:SEQ`, `after:SEQ`, `timestamp:MILLIS`.
+    fn from_str(s: &str) -> Result<Start, String> {
+        match s {
+            "trim-horizon" => return Ok(Start::TrimHorizon),
+            "latest" => return Ok(Start::Latest),
+            _ => {}
+        }
+        if let Some(seq) = s.strip_prefix("at:") {
+            return Ok(Start::At(seq.to_string()));
+        }
+        if let Some(seq) = s.strip_prefix("after:") {
+            return Ok(Start::After(seq.to_string()));
+        }
+        if let Some(ts) = s.strip_prefix("timestamp:") {
+            return ts
+                .parse()
+                .map(Start::Timestamp)
+                .map_err(|_| format!("timestamp {ts:?} is not milliseconds since the epoch"));
+        }
+        Err(format!(
+            "unknown start {s:?}: use trim-horizon, latest, at:SEQ, after:SEQ or timestamp:MILLIS"
+        ))
+    }
+}
+
+/// A client of one Runnel endpoint (any node).
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: RunnelClient<Channel>,
+}
+
+/// Reference to a stream by name.
+pub fn stream(name: &str) -> Option<pb::StreamRef> {
+    Some(pb::StreamRef {
+        name: name.to_string(),
+        arn: String::new(),
+    })
+}
+
+impl Client {
+    /// Connects lazily to `endpoint` (`http://host:port`).
+    pub fn connect_lazy(endpoint: &str) -> Result<Client, Error> {
+        let ep = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| Error::InvalidArgument(format!("bad endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        let inner = RunnelClient::new(ep.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Client { inner })
+    }
+
+    /// The generated client, for calls this wrapper does not cover.
+    pub fn raw(&self) -> RunnelClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Creates a stream.
+    pub async fn create_stream(&self, name: &str, shards: u32, retention_hours: u32) -> Result<(), Error> {
+        self.raw()
+            .create_stream(pb::CreateStreamRequest {
+                name: name.to_string(),
+                shard_count: shards,
+                retention_hours,
+                max_record_size_kib: 0,
+            })
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(())
+    }
+
+    /// Waits until the stream is ACTIVE (or the timeout passes).
+    pub async fn wait_active(&self, name: &str, timeout: Duration) -> Result<pb::StreamSummary, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.describe_stream_summary(name).await {
+                Ok(s) if s.status == pb::StreamStatus::Active as i32 => return Ok(s),
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => {}
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Unavailable(format!("stream {name} did not become ACTIVE in {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deletes a stream.
+    pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
+        self.raw()
+            .delete_stream(pb::DeleteStreamRequest { stream: stream(name) })
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(())
+    }
+
+    /// Describes a stream.
+    pub async fn describe_stream_summary(&self, name: &str) -> Result<pb::StreamSummary, Error> {
+        let r = self
+            .raw()
+            .describe_stream_summary(pb::DescribeStreamSummaryRequest { stream: stream(name) })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        r.summary.ok_or_else(|| Error::Internal("empty summary".into()))
+    }
+
+    /// Every stream (all pages).
+    pub async fn list_streams(&self) -> Result<Vec<pb::StreamSummary>, Error> {
+        let mut out: Vec<pb::StreamSummary> = Vec::new();
+        loop {
+            let r = self
+                .raw()
+                .list_streams(pb::ListStreamsRequest {
+                    limit: 100,
+                    exclusive_start_stream_name: out.last().map(|s| s.name.clone()).unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner();
+            out.extend(r.streams);
+            if !r.has_more_streams {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Every shard of a stream (all pages).
+    pub async fn list_shards(&self, name: &str) -> Result<Vec<pb::Shard>, Error> {
+        let mut out: Vec<pb::Shard> = Vec::new();
+        loop {
+            let r = self
+                .raw()
+                .list_shards(pb::ListShardsRequest {
+                    stream: stream(name),
+                    exclusive_start_shard_id: out.last().map(|s| s.shard_id.clone()).unwrap_or_default(),
+                    max_results: 1000,
+                })
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner();
+            let n = r.shards.len();
+            out.extend(r.shards);
+            if n < 1000 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Writes one record; returns (shard id, sequence number).
+    pub async fn put_record(&self, name: &str, partition_key: &str, data: Vec<u8>) -> Result<(String, String), Error> {
+        let r = self
+            .raw()
+            .put_record(pb::PutRecordRequest {
+                stream: stream(name),
+                partition_key: partition_key.to_string(),
+                data: data.into(),
+                explicit_hash_key: String::new(),
+                sequence_number_for_ordering: String::new(),
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok((r.shard_id, r.sequence_number))
+    }
+
+    /// Writes up to 500 records; per-entry results.
+    pub async fn put_records(
+        &self,
+        name: &str,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Result<pb::PutRecordsResponse, Error> {
+        let records = entries
+            .into_iter()
+            .map(|(k, d)| pb::PutRecordsEntry {
+                partition_key: k,
+                data: d.into(),
+                explicit_hash_key: String::new(),
+            })
+            .collect();
+        Ok(self
+            .raw()
+            .put_records(pb::PutRecordsRequest {
+                stream: stream(name),
+                records,
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner())
+    }
+
+    /// Gets a shard iterator.
+    pub async fn shard_iterator(&self, name: &str, shard_id: &str, start: &Start) -> Result<String, Error> {
+        use pb::ShardIteratorType as T;
+        let (ty, seq, ts) = match start {
+            Start::TrimHorizon => (T::TrimHorizon, String::new(), 0),
+            Start::Latest => (T::Latest, String::new(), 0),
+            Start::At(s) => (T::AtSequenceNumber, s.clone(), 0),
+            Start::After(s) => (T::AfterSequenceNumber, s.clone(), 0),
+            Start::Timestamp(t) => (T::AtTimestamp, String::new(), *t),
+        };
+        Ok(self
+            .raw()
+            .get_shard_iterator(pb::GetShardIteratorRequest {
+                stream: stream(name),
+                shard_id: shard_id.to_string(),
+                iterator_type: ty as i32,
+                starting_sequence_number: seq,
+                timestamp_ms: ts,
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner()
+            .shard_iterator)
+    }
+
+    /// Reads records with an iterator.
+    pub async fn get_records(&self, iterator: &str, limit: u32) -> Result<pb::GetRecordsResponse, Error> {
+        Ok(self
+            .raw()
+            .get_records(pb::GetRecordsRequest {
+                shard_iterator: iterator.to_string(),
+                limit,
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner())
+    }
+
+    /// Cluster status as seen by the node answering.
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, Error> {
+        Ok(self
+            .raw()
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_parses() {
+        assert_eq!("trim-horizon".parse::<Start>().unwrap(), Start::TrimHorizon);
+        assert_eq!("after:12".parse::<Start>().unwrap(), Start::After("12".into()));
+        assert_eq!("timestamp:5".parse::<Start>().unwrap(), Start::Timestamp(5));
+        assert!("timestamp:x".parse::<Start>().is_err());
+        assert!("sideways".parse::<Start>().is_err());
+    }
+
+    #[test]
+    fn status_maps_back_to_kinesis_errors() {
+        let mut s = tonic::Status::not_found("Stream x not found");
+        s.metadata_mut().insert("x-kinesis-error", "ResourceNotFoundException".parse().unwrap());
+        assert_eq!(from_status(&s), Error::ResourceNotFound("Stream x not found".into()));
+        assert!(from_status(&tonic::Status::unavailable("down")).is_retryable());
+    }
+}

@@ -1,0 +1,17 @@
+//! Compiles `proto/` with protox (pure Rust, no system protoc) and generates tonic code.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        root.join("runnel/v1/runnel.proto"),
+        root.join("runnel/internal/v1/internal.proto"),
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

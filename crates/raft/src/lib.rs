@@ -1,0 +1,138 @@
+//! openraft glue for Runnel. This is the only crate that names openraft types in its public API;
+//! the rest of the workspace goes through [`Registry`], [`Command`] and [`CommandResponse`].
+//!
+//! What it owns:
+//! * the openraft type configuration ([`TypeConfig`]) shared by every group on a node: the metadata
+//!   group (group id [`META_GROUP`]) and one group per shard replica;
+//! * [`log_store::LogStore`]: openraft's log storage over `runnel-storage`, whose flush callback runs
+//!   only after the group-commit `fsync` that covers the entries (acknowledge only what is durable);
+//! * [`state_machine::StateMachine`]: applies shard record batches (records + applied index in one
+//!   atomic batch, sequence positions derived from the log index, arrival time never going back) and
+//!   metadata commands (through the [`MetaApplier`] the server provides);
+//! * [`network`]: the node-to-node transport. Every group's Raft traffic to a peer shares one gRPC
+//!   connection; snapshots use a second connection so they cannot starve heartbeats;
+//! * [`Registry`]: the groups hosted on this node, and the entry points for incoming Raft messages.
+//!
+//! Invariants:
+//! * a replica's Raft node id is a per-replica incarnation id allocated by the metadata group and
+//!   never reused; only the metadata group uses physical node ids (its membership is static);
+//! * all replicas derive the same record positions `(log index, offset)` and arrival times from the
+//!   log, so sequence numbers are identical on every replica and never reused after a leader change.
+
+pub mod codec;
+mod error;
+pub mod log_store;
+pub mod network;
+mod registry;
+pub mod state_machine;
+
+pub use error::{Error, Result};
+pub use registry::{GroupInfo, GroupKind, GroupStatus, Registry, RegistryOptions};
+pub use state_machine::MetaApplier;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// Group id of the metadata group.
+pub const META_GROUP: u64 = 0;
+
+/// Raft node id: a replica incarnation id (metadata group: the physical node id).
+pub type ReplicaId = u64;
+
+/// Where a replica lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaNode {
+    /// Physical node id.
+    pub node: u64,
+    /// gRPC address of that node (`host:port`).
+    pub addr: String,
+}
+
+impl fmt::Display for ReplicaNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node{}@{}", self.node, self.addr)
+    }
+}
+
+/// A record inside a Raft entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRecord {
+    /// Partition key.
+    pub partition_key: String,
+    /// Data blob.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    /// Encryption header (empty: plaintext).
+    #[serde(with = "serde_bytes")]
+    pub encryption: Vec<u8>,
+}
+
+/// The application data of a Raft entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A batch of records for a shard group, stamped with the leader's clock when proposed.
+    Records {
+        /// Leader time at proposal (ms). Apply clamps it so arrival times never go back.
+        arrival_ms: u64,
+        /// The records, in the order they get positions `(log index, 0..)`.
+        records: Vec<WireRecord>,
+    },
+    /// A metadata command, opaque to this crate.
+    Meta(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// What applying a [`Command`] returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResponse {
+    /// Nothing to report (blank or membership entries).
+    #[default]
+    None,
+    /// Records were stored at `(log_index, 0..count)` with this arrival time.
+    Records {
+        /// Log index of the entry.
+        log_index: u64,
+        /// Arrival time assigned to every record of the entry.
+        arrival_ms: u64,
+        /// Number of records.
+        count: u32,
+    },
+    /// A metadata command's reply, opaque to this crate.
+    Meta(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The command does not fit this group (a shard group got a meta command or the reverse).
+    Rejected(String),
+}
+
+/// Snapshot payload. The metadata group's snapshot is its serialized state; a shard snapshot is
+/// the group's records up to the snapshot's last log id (materialized when sent).
+pub type SnapshotData = Cursor<Vec<u8>>;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration of every Runnel group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = ReplicaId,
+        Node = ReplicaNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = SnapshotData,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The openraft handle of one group.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// Log id.
+pub type LogId = openraft::LogId<ReplicaId>;
+/// Vote.
+pub type Vote = openraft::Vote<ReplicaId>;
+/// Membership with node info.
+pub type Membership = openraft::Membership<ReplicaId, ReplicaNode>;
+/// Stored membership.
+pub type StoredMembership = openraft::StoredMembership<ReplicaId, ReplicaNode>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<ReplicaId, ReplicaNode>;
+/// Log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// Storage error.
+pub type StorageError = openraft::StorageError<ReplicaId>;

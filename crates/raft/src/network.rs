@@ -1,0 +1,236 @@
+//! Node-to-node transport for Raft traffic.
+//!
+//! [`PeerPool`] keeps one lazily connected gRPC channel (one HTTP/2 connection) per peer node for
+//! the Raft messages of every group, and a second one per peer for snapshots, so a large snapshot
+//! cannot delay heartbeats. [`NetworkFactory`] is the per-group openraft network factory; its
+//! connections address a group and a target replica over the shared channel.
+//!
+//! Failures to reach a peer, and a peer that does not host the group yet, are reported to openraft
+//! as `Unreachable` so it backs off; errors returned by the remote Raft are passed through.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{OptionalSend, Snapshot};
+use runnel_proto::internal::v1::internal_client::InternalClient;
+use runnel_proto::internal::v1::{RaftKind, RaftRequest, SnapshotChunk};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{decode, encode};
+use crate::{ReplicaId, ReplicaNode, TypeConfig, Vote};
+
+/// Size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Error text used when the target does not host the group.
+pub const NOT_HOSTED: &str = "group not hosted";
+
+/// Simple error type to carry a message into openraft's error wrappers.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NetErr(pub String);
+
+/// Channels to peer nodes, shared by every group on this node.
+#[derive(Default)]
+pub struct PeerPool {
+    channels: Mutex<HashMap<(u64, bool), (String, Channel)>>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for PeerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerPool").finish_non_exhaustive()
+    }
+}
+
+impl PeerPool {
+    /// A pool; `tls` enables TLS for node-to-node traffic.
+    pub fn new(tls: Option<tonic::transport::ClientTlsConfig>) -> PeerPool {
+        PeerPool {
+            channels: Mutex::new(HashMap::new()),
+            tls,
+        }
+    }
+
+    /// The shared channel to `node` at `addr` (`snapshot` selects the snapshot connection).
+    pub fn channel(&self, node: u64, addr: &str, snapshot: bool) -> Result<Channel, NetErr> {
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| NetErr("peer pool lock poisoned".into()))?;
+        if let Some((known, ch)) = map.get(&(node, snapshot)) {
+            if known == addr {
+                return Ok(ch.clone());
+            }
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| NetErr(format!("bad peer address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.clone()).map_err(|e| NetErr(e.to_string()))?;
+        }
+        let ch = ep.connect_lazy();
+        map.insert((node, snapshot), (addr.to_string(), ch.clone()));
+        Ok(ch)
+    }
+}
+
+/// openraft network factory of one group.
+#[derive(Clone, Debug)]
+pub struct NetworkFactory {
+    group: u64,
+    pool: Arc<PeerPool>,
+}
+
+impl NetworkFactory {
+    /// A factory for `group`.
+    pub fn new(group: u64, pool: Arc<PeerPool>) -> Self {
+        NetworkFactory { group, pool }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = GroupConn;
+
+    async fn new_client(&mut self, target: ReplicaId, node: &ReplicaNode) -> GroupConn {
+        GroupConn {
+            group: self.group,
+            target,
+            node: node.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// A connection from one group to one target replica.
+pub struct GroupConn {
+    group: u64,
+    target: ReplicaId,
+    node: ReplicaNode,
+    pool: Arc<PeerPool>,
+}
+
+type RpcErr = RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>;
+
+impl GroupConn {
+    async fn call<Req, Resp>(&self, kind: RaftKind, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
+        let ch = self
+            .pool
+            .channel(self.node.node, &self.node.addr, false)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = InternalClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let request = RaftRequest {
+            group_id: self.group,
+            kind: kind as i32,
+            target: self.target,
+            payload: payload.into(),
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), client.raft(request)).await {
+            Err(_) => return Err(RPCError::Unreachable(Unreachable::new(&NetErr("raft rpc timed out".into())))),
+            Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&NetErr(status.to_string())))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if !reply.unavailable.is_empty() {
+            return Err(RPCError::Unreachable(Unreachable::new(&NetErr(reply.unavailable))));
+        }
+        let result: Result<Resp, RaftError<ReplicaId>> =
+            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<ReplicaId>, RpcErr> {
+        self.call(RaftKind::AppendEntries, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<ReplicaId>, option: RPCOption) -> Result<VoteResponse<ReplicaId>, RpcErr> {
+        self.call(RaftKind::Vote, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
+        let unreachable = |e: String| StreamingError::Unreachable(Unreachable::new(&NetErr(e)));
+        let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| unreachable(e.to_string()))?;
+        let data = snapshot.snapshot.into_inner();
+        let ch = self
+            .pool
+            .channel(self.node.node, &self.node.addr, true)
+            .map_err(|e| unreachable(e.0))?;
+        let mut client = InternalClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let group = self.group;
+        let target = self.target;
+        let mut chunks: Vec<SnapshotChunk> = Vec::new();
+        let mut pieces = data.chunks(SNAPSHOT_CHUNK).peekable();
+        let mut first = true;
+        loop {
+            let piece = pieces.next();
+            let last = pieces.peek().is_none();
+            chunks.push(SnapshotChunk {
+                group_id: group,
+                target,
+                header: if first { header.clone().into() } else { Default::default() },
+                data: piece.map(|p| p.to_vec()).unwrap_or_default().into(),
+                last,
+            });
+            first = false;
+            if last {
+                break;
+            }
+        }
+        let send = client.install_snapshot(tokio_stream_iter(chunks));
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(option.hard_ttl().max(Duration::from_secs(60)), send) => r,
+        };
+        let reply = match reply {
+            Err(_) => return Err(unreachable("snapshot transfer timed out".into())),
+            Ok(Err(status)) => return Err(unreachable(status.to_string())),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if !reply.unavailable.is_empty() {
+            return Err(unreachable(reply.unavailable));
+        }
+        let result: Result<SnapshotResponse<ReplicaId>, String> =
+            decode(&reply.payload).map_err(|e| unreachable(e.to_string()))?;
+        result.map_err(|e| StreamingError::Network(NetworkError::new(&NetErr(e))))
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+fn tokio_stream_iter(chunks: Vec<SnapshotChunk>) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
+    futures::stream::iter(chunks)
+}

@@ -1,0 +1,415 @@
+//! The Raft groups hosted on this node.
+//!
+//! The registry starts and stops groups (the reconciler in the server decides which), routes
+//! incoming Raft messages to the right group and checks that a message is meant for the replica
+//! incarnation that is hosted here (a message for an older incarnation is refused, so a re-created
+//! replica never answers for its predecessor).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::{Config, SnapshotPolicy};
+use runnel_proto::internal::v1::{RaftKind, RaftReply, RaftRequest, SnapshotChunk};
+use runnel_storage::Store;
+use tokio::sync::watch;
+
+use crate::codec::{decode, encode};
+use crate::error::{Error, Result};
+use crate::log_store::LogStore;
+use crate::network::{NetworkFactory, PeerPool, NOT_HOSTED};
+use crate::state_machine::{Frontier, SmKind, StateMachine};
+use crate::{Raft, ReplicaId, SnapshotMeta, TypeConfig, Vote, META_GROUP};
+
+/// Timing of the groups.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Heartbeat interval of the metadata group (ms).
+    pub meta_heartbeat_ms: u64,
+    /// Election timeout range of the metadata group (ms).
+    pub meta_election_ms: (u64, u64),
+    /// Heartbeat interval of shard groups (ms): coarser, because a node hosts many.
+    pub shard_heartbeat_ms: u64,
+    /// Election timeout range of shard groups (ms).
+    pub shard_election_ms: (u64, u64),
+    /// A snapshot is built after this many log entries since the last one (shard groups).
+    pub shard_snapshot_logs: u64,
+    /// Log entries kept after a snapshot.
+    pub logs_to_keep: u64,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            meta_heartbeat_ms: 100,
+            meta_election_ms: (500, 1000),
+            shard_heartbeat_ms: 200,
+            shard_election_ms: (1000, 2000),
+            shard_snapshot_logs: 20_000,
+            logs_to_keep: 5_000,
+        }
+    }
+}
+
+/// The kind of a hosted group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    /// The metadata group.
+    Meta,
+    /// A shard replica.
+    Shard,
+}
+
+/// Descriptive data of a hosted group.
+#[derive(Clone, Debug, Default)]
+pub struct GroupInfo {
+    /// Stream name (empty for the metadata group).
+    pub stream: String,
+    /// Shard index within the stream.
+    pub shard: u64,
+}
+
+/// Status of a hosted group, from its Raft metrics.
+#[derive(Clone, Debug)]
+pub struct GroupStatus {
+    /// Group id.
+    pub group: u64,
+    /// Descriptive info.
+    pub info: GroupInfo,
+    /// Metadata or shard group.
+    pub kind: GroupKind,
+    /// This node's replica id in the group.
+    pub replica: ReplicaId,
+    /// Physical node of the leader, if known.
+    pub leader_node: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Physical node ids of the voters.
+    pub voter_nodes: Vec<u64>,
+    /// True if this replica leads.
+    pub is_leader: bool,
+}
+
+#[derive(Clone)]
+struct Hosted {
+    raft: Raft,
+    replica: ReplicaId,
+    kind: GroupKind,
+    info: GroupInfo,
+    frontier: watch::Receiver<Frontier>,
+}
+
+/// The groups of one node.
+pub struct Registry {
+    node_id: u64,
+    store: Store,
+    pool: Arc<PeerPool>,
+    options: RegistryOptions,
+    groups: RwLock<HashMap<u64, Hosted>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(node_id: u64, store: Store, pool: Arc<PeerPool>, options: RegistryOptions) -> Arc<Registry> {
+        Arc::new(Registry {
+            node_id,
+            store,
+            pool,
+            options,
+            groups: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Physical id of this node.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn config(&self, group: u64, kind: GroupKind) -> Result<Arc<Config>> {
+        let o = &self.options;
+        let (hb, (emin, emax), snap) = match kind {
+            GroupKind::Meta => (o.meta_heartbeat_ms, o.meta_election_ms, 1000),
+            GroupKind::Shard => (o.shard_heartbeat_ms, o.shard_election_ms, o.shard_snapshot_logs),
+        };
+        let config = Config {
+            cluster_name: format!("runnel-group-{group}"),
+            heartbeat_interval: hb,
+            election_timeout_min: emin,
+            election_timeout_max: emax,
+            install_snapshot_timeout: 60_000,
+            max_payload_entries: 256,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(snap),
+            max_in_snapshot_log_to_keep: o.logs_to_keep,
+            ..Default::default()
+        };
+        config.validate().map(Arc::new).map_err(|e| Error::Raft(e.to_string()))
+    }
+
+    /// Starts hosting `group` as replica `replica`. Idempotent for the same replica id; a different
+    /// replica id of a hosted group is an error (stop and destroy the old one first).
+    pub async fn start_group(
+        &self,
+        group: u64,
+        replica: ReplicaId,
+        kind: SmKind,
+        info: GroupInfo,
+    ) -> Result<Raft> {
+        if let Some(h) = self.hosted(group) {
+            if h.replica == replica {
+                return Ok(h.raft);
+            }
+            return Err(Error::Raft(format!(
+                "group {group} is hosted as replica {} (asked for {replica})",
+                h.replica
+            )));
+        }
+        let gkind = match kind {
+            SmKind::Meta(_) => GroupKind::Meta,
+            SmKind::Shard => GroupKind::Shard,
+        };
+        let config = self.config(group, gkind)?;
+        let (sm, frontier) = StateMachine::open(group, kind, self.store.clone())?;
+        let log = LogStore::new(group, self.store.clone());
+        let net = NetworkFactory::new(group, self.pool.clone());
+        let raft = Raft::new(replica, config, net, log, sm)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        let hosted = Hosted {
+            raft: raft.clone(),
+            replica,
+            kind: gkind,
+            info,
+            frontier,
+        };
+        let raced = {
+            let mut groups = self.groups.write().map_err(|_| Error::Raft("registry lock poisoned".into()))?;
+            match groups.get(&group) {
+                Some(existing) => Some(existing.raft.clone()),
+                None => {
+                    groups.insert(group, hosted);
+                    None
+                }
+            }
+        };
+        if let Some(existing) = raced {
+            // Lost a race with a concurrent start of the same group.
+            let _ = raft.shutdown().await;
+            return Ok(existing);
+        }
+        tracing::info!(group, replica, node = self.node_id, kind = ?gkind, "started raft group");
+        Ok(raft)
+    }
+
+    /// Stops hosting `group`; with `destroy`, also deletes its data.
+    pub async fn stop_group(&self, group: u64, destroy: bool) -> Result<()> {
+        let removed = self
+            .groups
+            .write()
+            .map_err(|_| Error::Raft("registry lock poisoned".into()))?
+            .remove(&group);
+        if let Some(h) = removed {
+            let _ = h.raft.shutdown().await;
+            tracing::info!(group, replica = h.replica, node = self.node_id, destroy, "stopped raft group");
+        }
+        if destroy {
+            self.store.destroy_group(group)?;
+        }
+        Ok(())
+    }
+
+    fn hosted(&self, group: u64) -> Option<Hosted> {
+        self.groups.read().ok().and_then(|g| g.get(&group).cloned())
+    }
+
+    /// The Raft handle of a hosted group.
+    pub fn raft(&self, group: u64) -> Option<Raft> {
+        self.hosted(group).map(|h| h.raft)
+    }
+
+    /// The applied frontier of a hosted group.
+    pub fn frontier(&self, group: u64) -> Option<watch::Receiver<Frontier>> {
+        self.hosted(group).map(|h| h.frontier)
+    }
+
+    /// Ids of the hosted groups with their replica ids.
+    pub fn hosted_groups(&self) -> Vec<(u64, ReplicaId)> {
+        self.groups
+            .read()
+            .map(|g| g.iter().map(|(k, h)| (*k, h.replica)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Status of every hosted group.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        let hosted: Vec<(u64, Hosted)> = self
+            .groups
+            .read()
+            .map(|g| g.iter().map(|(k, h)| (*k, h.clone())).collect())
+            .unwrap_or_default();
+        let mut out: Vec<GroupStatus> = hosted
+            .into_iter()
+            .map(|(group, h)| {
+                let m = h.raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                let node_of = |id: &ReplicaId| membership.get_node(id).map(|n| n.node);
+                let voter_nodes = membership.voter_ids().filter_map(|id| node_of(&id)).collect();
+                GroupStatus {
+                    group,
+                    info: h.info.clone(),
+                    kind: h.kind,
+                    replica: h.replica,
+                    leader_node: m.current_leader.as_ref().and_then(node_of),
+                    term: m.current_term,
+                    applied_index: m.last_applied.map_or(0, |l| l.index),
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    voter_nodes,
+                    is_leader: m.current_leader == Some(h.replica),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.group);
+        out
+    }
+
+    /// Physical node id of the current leader of `group` as this node sees it.
+    pub fn leader_node(&self, group: u64) -> Option<u64> {
+        let h = self.hosted(group)?;
+        let m = h.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.node)
+    }
+
+    /// True if the replica of `group` on this node is the leader.
+    pub fn is_leader(&self, group: u64) -> bool {
+        self.hosted(group).is_some_and(|h| {
+            let m = h.raft.metrics().borrow().clone();
+            m.current_leader == Some(h.replica)
+        })
+    }
+
+    /// Handles an incoming Raft message (AppendEntries or Vote) for any group.
+    pub async fn handle_raft(&self, req: RaftRequest) -> RaftReply {
+        let Some(h) = self.hosted(req.group_id) else {
+            return unavailable(format!("{NOT_HOSTED}: {}", req.group_id));
+        };
+        if h.replica != req.target {
+            return unavailable(format!(
+                "{NOT_HOSTED}: group {} replica {} (hosted: {})",
+                req.group_id, req.target, h.replica
+            ));
+        }
+        let payload = match RaftKind::try_from(req.kind) {
+            Ok(RaftKind::AppendEntries) => match decode::<AppendEntriesRequest<TypeConfig>>(&req.payload) {
+                Ok(rpc) => encode(&h.raft.append_entries(rpc).await),
+                Err(e) => return unavailable(format!("bad append-entries payload: {e}")),
+            },
+            Ok(RaftKind::Vote) => match decode::<VoteRequest<ReplicaId>>(&req.payload) {
+                Ok(rpc) => encode(&h.raft.vote(rpc).await),
+                Err(e) => return unavailable(format!("bad vote payload: {e}")),
+            },
+            _ => return unavailable(format!("unknown raft message kind {}", req.kind)),
+        };
+        match payload {
+            Ok(p) => RaftReply {
+                payload: p.into(),
+                unavailable: String::new(),
+            },
+            Err(e) => unavailable(format!("cannot encode reply: {e}")),
+        }
+    }
+
+    /// Handles an incoming snapshot stream.
+    pub async fn handle_snapshot<S>(&self, mut chunks: S) -> RaftReply
+    where
+        S: futures::Stream<Item = std::result::Result<SnapshotChunk, tonic::Status>> + Unpin,
+    {
+        let mut header: Option<(Vote, SnapshotMeta)> = None;
+        let mut group = None;
+        let mut target = 0;
+        let mut data = Vec::new();
+        let mut complete = false;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(status) => return unavailable(format!("snapshot stream failed: {status}")),
+            };
+            if header.is_none() {
+                match decode::<(Vote, SnapshotMeta)>(&chunk.header) {
+                    Ok(h) => header = Some(h),
+                    Err(e) => return unavailable(format!("bad snapshot header: {e}")),
+                }
+                group = Some(chunk.group_id);
+                target = chunk.target;
+            }
+            data.extend_from_slice(&chunk.data);
+            if chunk.last {
+                complete = true;
+                break;
+            }
+        }
+        let (Some((vote, meta)), Some(group), true) = (header, group, complete) else {
+            return unavailable("incomplete snapshot stream".into());
+        };
+        let Some(h) = self.hosted(group) else {
+            return unavailable(format!("{NOT_HOSTED}: {group}"));
+        };
+        if h.replica != target {
+            return unavailable(format!("{NOT_HOSTED}: group {group} replica {target}"));
+        }
+        let snapshot = openraft::Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        };
+        let result: std::result::Result<SnapshotResponse<ReplicaId>, String> = h
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| e.to_string());
+        match encode(&result) {
+            Ok(p) => RaftReply {
+                payload: p.into(),
+                unavailable: String::new(),
+            },
+            Err(e) => unavailable(format!("cannot encode reply: {e}")),
+        }
+    }
+
+    /// Shuts every group down.
+    pub async fn shutdown(&self) {
+        let all: Vec<Hosted> = match self.groups.write() {
+            Ok(mut g) => g.drain().map(|(_, h)| h).collect(),
+            Err(_) => return,
+        };
+        for h in all {
+            let _ = h.raft.shutdown().await;
+        }
+    }
+
+    /// True if `group` is the metadata group.
+    pub fn is_meta(group: u64) -> bool {
+        group == META_GROUP
+    }
+}
+
+fn unavailable(msg: String) -> RaftReply {
+    RaftReply {
+        payload: Default::default(),
+        unavailable: msg,
+    }
+}

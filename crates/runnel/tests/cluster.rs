@@ -1,0 +1,311 @@
+//! Multi-process tests: real `runnel` nodes on loopback.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestCluster;
+use runnel_client::{v1 as pb, Client, Start};
+
+#[derive(Clone, Debug)]
+struct Acked {
+    writer: usize,
+    key: String,
+    step: usize,
+    value: String,
+    shard: String,
+    seq: String,
+}
+
+/// Every record of every shard as seen through one endpoint: shard → records in read order.
+async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb::Record>> {
+    let mut out = BTreeMap::new();
+    for sh in client.list_shards(stream).await.expect("list shards") {
+        let mut it = client
+            .shard_iterator(stream, &sh.shard_id, &Start::TrimHorizon)
+            .await
+            .expect("iterator");
+        let mut recs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = client.get_records(&it, 1000).await.expect("get records");
+            let empty = r.records.is_empty();
+            recs.extend(r.records);
+            it = r.next_shard_iterator;
+            if empty && r.millis_behind_latest == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "reading {} never caught up", sh.shard_id);
+        }
+        out.insert(sh.shard_id, recs);
+    }
+    out
+}
+
+fn seq_key(s: &str) -> (usize, String) {
+    (s.len(), s.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn writer(
+    w: usize,
+    endpoints: Vec<String>,
+    keys: usize,
+    records: usize,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    deadline: Instant,
+) {
+    let clients: Vec<Client> = endpoints.iter().map(|e| Client::connect_lazy(e).unwrap()).collect();
+    let mut ep = w % clients.len();
+    let mut step = 0usize;
+    let mut attempt = 0usize;
+    while step < records {
+        assert!(Instant::now() < deadline, "writer {w} did not finish in time");
+        let client = &clients[ep];
+        if (step / 20) % 2 == 0 {
+            // One record at a time with PutRecord.
+            let key = format!("w{w}-k{}", step % keys);
+            let value = format!("w{w}-s{step}-a{attempt}");
+            match client.put_record("orders", &key, value.clone().into_bytes()).await {
+                Ok((shard, seq)) => {
+                    acked.lock().unwrap().push(Acked {
+                        writer: w,
+                        key,
+                        step,
+                        value,
+                        shard,
+                        seq,
+                    });
+                    step += 1;
+                    attempt = 0;
+                }
+                Err(_) => {
+                    attempt += 1;
+                    ep = (ep + 1) % clients.len();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        } else {
+            // A PutRecords batch of up to 10 consecutive steps (distinct keys); failed entries are
+            // retried with new values before the writer moves on.
+            let n = 10.min(records - step).min(keys);
+            let mut pending: Vec<usize> = (step..step + n).collect();
+            while !pending.is_empty() {
+                assert!(Instant::now() < deadline, "writer {w} did not finish in time");
+                let entries: Vec<(String, Vec<u8>)> = pending
+                    .iter()
+                    .map(|s| (format!("w{w}-k{}", s % keys), format!("w{w}-s{s}-a{attempt}").into_bytes()))
+                    .collect();
+                match clients[ep].put_records("orders", entries.clone()).await {
+                    Ok(resp) => {
+                        let mut still = Vec::new();
+                        for ((s, (key, value)), r) in pending.iter().zip(entries).zip(resp.records) {
+                            if r.error_code.is_empty() {
+                                acked.lock().unwrap().push(Acked {
+                                    writer: w,
+                                    key,
+                                    step: *s,
+                                    value: String::from_utf8(value).unwrap(),
+                                    shard: r.shard_id,
+                                    seq: r.sequence_number,
+                                });
+                            } else {
+                                still.push(*s);
+                            }
+                        }
+                        pending = still;
+                    }
+                    Err(_) => {
+                        ep = (ep + 1) % clients.len();
+                    }
+                }
+                if !pending.is_empty() {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            attempt = 0;
+            step += n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
+    const WRITERS: usize = 8;
+    const KEYS_PER_WRITER: usize = 13;
+    const RECORDS_PER_WRITER: usize = 1300;
+
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let c0 = cluster.client(0);
+    c0.create_stream("orders", 4, 0).await.unwrap();
+    c0.wait_active("orders", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(c0.list_shards("orders").await.unwrap().len(), 4);
+
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        tasks.push(tokio::spawn(writer(
+            w,
+            endpoints.clone(),
+            KEYS_PER_WRITER,
+            RECORDS_PER_WRITER,
+            acked.clone(),
+            deadline,
+        )));
+    }
+
+    // In the middle of the writes, SIGKILL the leader of shard 0, keep writing, restart it.
+    while acked.lock().unwrap().len() < 3000 {
+        assert!(Instant::now() < deadline, "writes stalled before the kill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = c0.cluster_status().await.unwrap();
+    let leader = status
+        .groups
+        .iter()
+        .find(|g| g.stream == "orders" && g.shard_id == "shardId-000000000000")
+        .map(|g| g.leader_node)
+        .unwrap();
+    assert_ne!(leader, 0, "shard 0 has no known leader");
+    let victim = cluster.index_of(leader);
+    let before_kill = acked.lock().unwrap().len();
+    cluster.kill(victim);
+    eprintln!("killed node {leader} (leader of shard 0) after {before_kill} acknowledged records");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = acked.lock().unwrap().len() - before_kill;
+    cluster.spawn(victim);
+    eprintln!("restarted node {leader}; {during} records were acknowledged while it was down");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= WRITERS * RECORDS_PER_WRITER);
+    let keys: std::collections::HashSet<&str> = acked.iter().map(|a| a.key.as_str()).collect();
+    assert!(keys.len() >= 100);
+    assert!(during > 0, "no write succeeded while a node was down");
+
+    // Every acknowledged record is readable from every node exactly once at its sequence number.
+    let mut reads = Vec::new();
+    for i in 0..3 {
+        let all = read_all(&cluster.client(i), "orders").await;
+        let mut seen: HashMap<String, (String, String, u64)> = HashMap::new();
+        for (shard, recs) in &all {
+            let mut last: Option<(usize, String)> = None;
+            for r in recs {
+                let value = String::from_utf8(r.data.to_vec()).unwrap();
+                let k = seq_key(&r.sequence_number);
+                if let Some(prev) = &last {
+                    assert!(k > *prev, "sequence numbers not increasing in {shard}");
+                }
+                last = Some(k);
+                let dup = seen.insert(
+                    value.clone(),
+                    (shard.clone(), r.sequence_number.clone(), r.approximate_arrival_timestamp_ms),
+                );
+                assert!(dup.is_none(), "node {} returned {value} twice", i + 1);
+            }
+        }
+        for a in &acked {
+            let (shard, seq, _) = seen
+                .get(&a.value)
+                .unwrap_or_else(|| panic!("node {}: acknowledged {} missing", i + 1, a.value));
+            assert_eq!((shard, seq), (&a.shard, &a.seq), "node {}: {} at the wrong place", i + 1, a.value);
+        }
+        reads.push(all);
+    }
+
+    // Per writer and key, the read order equals the write order.
+    let mut by_key: HashMap<(usize, String), Vec<&Acked>> = HashMap::new();
+    for a in &acked {
+        by_key.entry((a.writer, a.key.clone())).or_default().push(a);
+    }
+    for ((w, key), mut list) in by_key {
+        list.sort_by_key(|a| seq_key(&a.seq));
+        let steps: Vec<usize> = list.iter().map(|a| a.step).collect();
+        let mut sorted = steps.clone();
+        sorted.sort();
+        assert_eq!(steps, sorted, "writer {w} key {key}: read order differs from write order");
+    }
+
+    // Iterator types, on a shard with data, through node 2's endpoint.
+    let c1 = cluster.client(1);
+    let (shard, recs) = reads[0].iter().find(|(_, r)| r.len() > 10).unwrap();
+    let first = |r: &pb::GetRecordsResponse| r.records.first().map(|x| x.sequence_number.clone());
+    let it = c1.shard_iterator("orders", shard, &Start::TrimHorizon).await.unwrap();
+    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(recs[0].sequence_number.clone()));
+    let mid = &recs[recs.len() / 2];
+    let it = c1
+        .shard_iterator("orders", shard, &Start::At(mid.sequence_number.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(mid.sequence_number.clone()));
+    let it = c1
+        .shard_iterator("orders", shard, &Start::After(mid.sequence_number.clone()))
+        .await
+        .unwrap();
+    let after = &recs[recs.len() / 2 + 1];
+    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(after.sequence_number.clone()));
+    // AT_TIMESTAMP: the first record that arrived at or after t.
+    let t = mid.approximate_arrival_timestamp_ms;
+    let expect = recs.iter().find(|r| r.approximate_arrival_timestamp_ms >= t).unwrap();
+    let it = c1.shard_iterator("orders", shard, &Start::Timestamp(t)).await.unwrap();
+    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(expect.sequence_number.clone()));
+    let it = c1.shard_iterator("orders", shard, &Start::Timestamp(1)).await.unwrap();
+    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(recs[0].sequence_number.clone()));
+    // LATEST: nothing until a new record arrives, then exactly that record.
+    let it = c1.shard_iterator("orders", shard, &Start::Latest).await.unwrap();
+    let r = c1.get_records(&it, 100).await.unwrap();
+    assert!(r.records.is_empty());
+    let key = recs.last().unwrap().partition_key.clone();
+    let (s2, seq2) = c0.put_record("orders", &key, b"after-latest".to_vec()).await.unwrap();
+    assert_eq!(&s2, shard);
+    let r = c1.get_records(&r.next_shard_iterator, 100).await.unwrap();
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.records[0].sequence_number, seq2);
+    assert_eq!(&r.records[0].data[..], b"after-latest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_cluster_restart_keeps_all_data() {
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let c = cluster.client(2);
+    c.create_stream("keep", 2, 48).await.unwrap();
+    c.wait_active("keep", Duration::from_secs(60)).await.unwrap();
+    let mut written = BTreeMap::new();
+    for i in 0..200 {
+        let entries: Vec<(String, Vec<u8>)> = (0..5).map(|j| (format!("k{}", (i * 5 + j) % 37), format!("v{i}-{j}").into_bytes())).collect();
+        let r = c.put_records("keep", entries.clone()).await.unwrap();
+        assert_eq!(r.failed_record_count, 0);
+        for ((_, v), res) in entries.into_iter().zip(r.records) {
+            written.insert(String::from_utf8(v).unwrap(), (res.shard_id, res.sequence_number));
+        }
+    }
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let c = cluster.client(0);
+    let summary = c.wait_active("keep", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(summary.retention_hours, 48);
+    let all = read_all(&c, "keep").await;
+    let mut got = BTreeMap::new();
+    for (shard, recs) in all {
+        for r in recs {
+            got.insert(String::from_utf8(r.data.to_vec()).unwrap(), (shard.clone(), r.sequence_number));
+        }
+    }
+    assert_eq!(got, written);
+    // And the cluster still takes writes.
+    c.put_record("keep", "after", b"restart".to_vec()).await.unwrap();
+}

@@ -1,0 +1,804 @@
+//! The public `runnel.v1` gRPC API. Each handler validates its input completely before anything
+//! is proposed (bad input changes nothing), then works through [`Node`] which routes to leaders.
+//! The operations and their checks follow Kinesis (see `docs/`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use runnel_proto::internal::v1::{ReadMode, ReadShardRequest};
+use runnel_proto::v1 as pb;
+use runnel_proto::v1::runnel_server::Runnel;
+use runnel_raft::WireRecord;
+use runnel_types::{
+    parse_stream_arn, stream_arn, validate_partition_key, Error, HashKey, IteratorKey, IteratorToken, Position, Result,
+    SequenceNumber, ShardId, StreamName,
+};
+use tonic::{Request, Response, Status};
+
+use crate::meta::{MetaCommand, MetaState, ShardMeta, StreamMeta, StreamStatus};
+use crate::metrics;
+use crate::node::Node;
+
+/// Maps an error to a gRPC status carrying the Kinesis error name.
+pub fn to_status(e: &Error) -> Status {
+    let mut s = Status::new(tonic::Code::from_i32(e.grpc_code()), e.message().to_string());
+    if let Ok(v) = e.wire_name().parse() {
+        s.metadata_mut().insert("x-kinesis-error", v);
+    }
+    s
+}
+
+/// The public API over a node.
+#[derive(Clone)]
+pub struct Api {
+    node: Arc<Node>,
+}
+
+impl Api {
+    /// The API of `node`.
+    pub fn new(node: Arc<Node>) -> Api {
+        Api { node }
+    }
+
+    fn stream_name(&self, r: Option<&pb::StreamRef>) -> Result<StreamName> {
+        let r = r.ok_or_else(|| Error::validation_failed("streamName", None, "Member must not be null"))?;
+        if !r.arn.is_empty() {
+            let (region, account, name) = parse_stream_arn(&r.arn)?;
+            if region != self.node.config.region || account != self.node.config.account_id {
+                return Err(Error::ResourceNotFound(format!("Stream {name} under account {account} not found.")));
+            }
+            if !r.name.is_empty() && r.name != name.as_str() {
+                return Err(Error::InvalidArgument("StreamName and StreamARN name different streams".into()));
+            }
+            return Ok(name);
+        }
+        StreamName::parse(&r.name)
+    }
+
+    fn summary(&self, s: &StreamMeta) -> pb::StreamSummary {
+        pb::StreamSummary {
+            name: s.name.to_string(),
+            arn: stream_arn(&self.node.config.region, &self.node.config.account_id, &s.name),
+            status: status_of(s.status) as i32,
+            open_shard_count: s.shards.iter().filter(|x| x.ending.is_none()).count() as u32,
+            retention_hours: s.retention_hours,
+            creation_ms: s.created_ms,
+            max_record_size_kib: s.max_record_size_kib,
+            stream_mode: "PROVISIONED".into(),
+            consumer_count: 0,
+            encryption_type: "NONE".into(),
+        }
+    }
+
+    /// A data-plane view of a stream: it must exist and accept data operations.
+    fn data_stream(state: &MetaState, name: &StreamName) -> Result<StreamMeta> {
+        let s = state.stream(name)?;
+        match s.status {
+            StreamStatus::Active | StreamStatus::Updating => Ok(s.clone()),
+            StreamStatus::Creating | StreamStatus::Deleting => Err(Error::ResourceNotFound(format!(
+                "Stream {name} under account {} not found.",
+                state.account
+            ))),
+        }
+    }
+
+    fn key(state: &MetaState) -> Result<IteratorKey> {
+        state
+            .secret
+            .map(IteratorKey::new)
+            .ok_or_else(|| Error::Unavailable("the cluster is not initialized yet".into()))
+    }
+
+    fn max_record_bytes(&self, s: &StreamMeta) -> u64 {
+        if s.max_record_size_kib == 0 {
+            self.node.config.limits.max_record_bytes
+        } else {
+            u64::from(s.max_record_size_kib) * 1024
+        }
+    }
+
+    /// Validates one record and returns its hash key.
+    fn check_record(&self, s: &StreamMeta, pk: &str, data: &[u8], ehk: &str) -> Result<HashKey> {
+        validate_partition_key(pk)?;
+        let max = self.max_record_bytes(s);
+        if data.len() as u64 > max {
+            return Err(Error::validation_failed(
+                "data",
+                None,
+                &format!("Member must have length less than or equal to {max}"),
+            ));
+        }
+        if ehk.is_empty() {
+            Ok(HashKey::from_partition_key(pk))
+        } else {
+            HashKey::parse_explicit(ehk)
+        }
+    }
+
+    fn route(s: &StreamMeta, key: HashKey) -> Result<ShardMeta> {
+        let id = runnel_types::route(&s.open_ranges(), key)
+            .ok_or_else(|| Error::Internal(format!("no open shard covers hash key {key}")))?;
+        s.shard(id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("shard {id} missing")))
+    }
+
+    async fn create_stream_inner(&self, req: pb::CreateStreamRequest) -> Result<()> {
+        let name = StreamName::parse(&req.name)?;
+        let limits = &self.node.config.limits;
+        if req.shard_count == 0 {
+            return Err(Error::validation_failed(
+                "shardCount",
+                Some("0"),
+                "Member must have value greater than or equal to 1",
+            ));
+        }
+        if req.shard_count > limits.max_shards_per_stream {
+            return Err(Error::LimitExceeded(format!(
+                "This request would exceed the shard limit for the stream: {} shards requested, {} allowed.",
+                req.shard_count, limits.max_shards_per_stream
+            )));
+        }
+        let retention = if req.retention_hours == 0 {
+            limits.min_retention_hours
+        } else {
+            limits.validate_retention_hours(req.retention_hours)?;
+            req.retention_hours
+        };
+        let kib = match req.max_record_size_kib {
+            0 => u32::try_from(limits.max_record_bytes / 1024).unwrap_or(1024).max(1),
+            k if (1024..=10240).contains(&k) => k,
+            k => {
+                return Err(Error::validation_failed(
+                    "maxRecordSizeInKiB",
+                    Some(&k.to_string()),
+                    "Member must have value between 1024 and 10240",
+                ))
+            }
+        };
+        self.node
+            .propose_meta(MetaCommand::CreateStream {
+                name,
+                shard_count: req.shard_count,
+                retention_hours: retention,
+                max_record_size_kib: kib,
+                now_ms: self.node.now_ms(),
+            })
+            .await
+    }
+
+    async fn put_records_inner(&self, name: StreamName, entries: Vec<pb::PutRecordsEntry>) -> Result<pb::PutRecordsResponse> {
+        let limits = &self.node.config.limits;
+        if entries.is_empty() || entries.len() > limits.max_put_records_entries {
+            return Err(Error::validation_failed(
+                "records",
+                None,
+                &format!(
+                    "Member must have length less than or equal to {} and greater than or equal to 1",
+                    limits.max_put_records_entries
+                ),
+            ));
+        }
+        let total: u64 = entries
+            .iter()
+            .map(|e| (e.data.len() + e.partition_key.len()) as u64)
+            .sum();
+        if total > limits.max_put_records_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "Records size exceeds {} bytes limit",
+                limits.max_put_records_bytes
+            )));
+        }
+        let state = self.node.state()?;
+        let stream = Self::data_stream(&state, &name)?;
+        // Validate everything first: a bad entry rejects the whole request, nothing is written.
+        let mut by_shard: BTreeMap<u64, (ShardMeta, Vec<usize>)> = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            let key = self
+                .check_record(&stream, &e.partition_key, &e.data, &e.explicit_hash_key)
+                .map_err(|err| indexed(err, i))?;
+            let shard = Self::route(&stream, key)?;
+            by_shard.entry(shard.group).or_insert_with(|| (shard, Vec::new())).1.push(i);
+        }
+        let mut results: Vec<pb::PutRecordsResult> = vec![pb::PutRecordsResult::default(); entries.len()];
+        let mut entries: Vec<Option<pb::PutRecordsEntry>> = entries.into_iter().map(Some).collect();
+        let mut calls = Vec::new();
+        for (group, (shard, idxs)) in by_shard {
+            let records: Vec<WireRecord> = idxs
+                .iter()
+                .filter_map(|i| entries[*i].take())
+                .map(|e| WireRecord {
+                    partition_key: e.partition_key,
+                    data: e.data.to_vec(),
+                    encryption: Vec::new(),
+                })
+                .collect();
+            let bytes: u64 = records.iter().map(|r| (r.data.len() + r.partition_key.len()) as u64).sum();
+            let node = self.node.clone();
+            calls.push(async move { (shard, idxs, bytes, node.append(group, records).await) });
+        }
+        let mut failed = 0u32;
+        let mut accepted_records = 0u64;
+        let mut accepted_bytes = 0u64;
+        for (shard, idxs, bytes, outcome) in futures::future::join_all(calls).await {
+            match outcome {
+                Ok(a) => {
+                    for (k, i) in idxs.iter().enumerate() {
+                        let seq = SequenceNumber::new(
+                            shard.id(),
+                            Position {
+                                log_index: a.log_index,
+                                sub: a.first_sub + k as u32,
+                            },
+                        )?;
+                        results[*i] = pb::PutRecordsResult {
+                            shard_id: shard.id().to_string(),
+                            sequence_number: seq.encode(),
+                            ..Default::default()
+                        };
+                        accepted_records += 1;
+                    }
+                    accepted_bytes += bytes;
+                }
+                Err(e) => {
+                    for i in &idxs {
+                        failed += 1;
+                        results[*i] = pb::PutRecordsResult {
+                            error_code: e.kinesis_name().to_string(),
+                            error_message: e.message().to_string(),
+                            ..Default::default()
+                        };
+                    }
+                }
+            }
+        }
+        metrics::INCOMING_RECORDS
+            .with_label_values(&[name.as_str()])
+            .inc_by(accepted_records);
+        metrics::INCOMING_BYTES.with_label_values(&[name.as_str()]).inc_by(accepted_bytes);
+        Ok(pb::PutRecordsResponse {
+            failed_record_count: failed,
+            records: results,
+            encryption_type: "NONE".into(),
+        })
+    }
+
+    async fn get_shard_iterator_inner(&self, req: pb::GetShardIteratorRequest) -> Result<String> {
+        let name = self.stream_name(req.stream.as_ref())?;
+        let shard_id = ShardId::parse(&req.shard_id)?;
+        let state = self.node.state()?;
+        let stream = Self::data_stream(&state, &name)?;
+        let shard = stream.shard(shard_id).cloned().ok_or_else(|| {
+            Error::ResourceNotFound(format!(
+                "Shard {shard_id} in stream {name} under account {} does not exist",
+                state.account
+            ))
+        })?;
+        let ty = pb::ShardIteratorType::try_from(req.iterator_type).unwrap_or(pb::ShardIteratorType::Unspecified);
+        let seq_arg = || -> Result<SequenceNumber> {
+            if req.starting_sequence_number.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "StartingSequenceNumber must be specified for ShardIteratorType {}",
+                    ty.as_str_name()
+                )));
+            }
+            let seq = SequenceNumber::parse(&req.starting_sequence_number).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "StartingSequenceNumber {} used in GetShardIterator on shard {shard_id} in stream {name} under account {} is invalid.",
+                    req.starting_sequence_number, state.account
+                ))
+            })?;
+            if seq.shard != shard_id {
+                return Err(Error::InvalidArgument(format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {shard_id}",
+                    seq.shard
+                )));
+            }
+            Ok(seq)
+        };
+        let pos = match ty {
+            pb::ShardIteratorType::TrimHorizon => Position::START,
+            pb::ShardIteratorType::AtSequenceNumber => seq_arg()?.pos,
+            pb::ShardIteratorType::AfterSequenceNumber => seq_arg()?.pos.next(),
+            pb::ShardIteratorType::Latest => {
+                let r = self
+                    .node
+                    .read(shard.group, positions_request(shard.group, 0))
+                    .await?;
+                r.end
+            }
+            pb::ShardIteratorType::AtTimestamp => {
+                if req.timestamp_ms == 0 {
+                    return Err(Error::InvalidArgument(
+                        "Timestamp must be specified for ShardIteratorType AT_TIMESTAMP".into(),
+                    ));
+                }
+                let r = self
+                    .node
+                    .read(shard.group, positions_request(shard.group, req.timestamp_ms))
+                    .await?;
+                r.found.unwrap_or(r.end)
+            }
+            pb::ShardIteratorType::Unspecified => {
+                return Err(Error::validation_failed(
+                    "shardIteratorType",
+                    None,
+                    "Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
+                ))
+            }
+        };
+        let token = IteratorToken {
+            stream: name,
+            stream_uid: stream.uid,
+            shard: shard_id,
+            pos,
+            issued_ms: self.node.now_ms(),
+        };
+        Ok(token.seal(&Self::key(&state)?))
+    }
+
+    async fn get_records_inner(&self, req: pb::GetRecordsRequest) -> Result<pb::GetRecordsResponse> {
+        let limits = &self.node.config.limits;
+        let limit = match req.limit {
+            0 => limits.max_get_records_limit,
+            l if l <= limits.max_get_records_limit => l,
+            l => {
+                return Err(Error::validation_failed(
+                    "limit",
+                    Some(&l.to_string()),
+                    &format!("Member must have value less than or equal to {}", limits.max_get_records_limit),
+                ))
+            }
+        };
+        let state = self.node.state()?;
+        let token = IteratorToken::open(&req.shard_iterator, &Self::key(&state)?, self.node.now_ms())?;
+        let stream = Self::data_stream(&state, &token.stream)?;
+        if stream.uid != token.stream_uid {
+            return Err(Error::ResourceNotFound(format!(
+                "Stream {} under account {} not found (the iterator belongs to a deleted stream of that name).",
+                token.stream, state.account
+            )));
+        }
+        let shard = stream.shard(token.shard).cloned().ok_or_else(|| {
+            Error::ResourceNotFound(format!("Shard {} in stream {} does not exist", token.shard, token.stream))
+        })?;
+        let read = self
+            .node
+            .read(
+                shard.group,
+                ReadShardRequest {
+                    group_id: shard.group,
+                    log_index: token.pos.log_index,
+                    sub: token.pos.sub,
+                    max_records: limit,
+                    max_bytes: limits.max_get_records_bytes,
+                    mode: ReadMode::Records as i32,
+                    at_timestamp_ms: 0,
+                },
+            )
+            .await?;
+        let mut next = token.pos.max(read.trim);
+        let mut records = Vec::with_capacity(read.records.len());
+        let mut bytes = 0u64;
+        let mut last_arrival = None;
+        for (pos, rec) in read.records {
+            next = pos.next();
+            last_arrival = Some(rec.arrival_ms);
+            bytes += rec.data.len() as u64;
+            records.push(pb::Record {
+                sequence_number: SequenceNumber::new(token.shard, pos)?.encode(),
+                partition_key: rec.partition_key,
+                data: rec.data,
+                approximate_arrival_timestamp_ms: rec.arrival_ms,
+                encryption_type: "NONE".into(),
+            });
+        }
+        // Skip to the end of entries without records (positions are log-index based).
+        if next < read.end && records.is_empty() {
+            next = read.end;
+        }
+        let millis_behind = if next >= read.end {
+            0
+        } else {
+            read.last_arrival_ms.saturating_sub(last_arrival.unwrap_or(read.last_arrival_ms))
+        };
+        metrics::OUTGOING_RECORDS
+            .with_label_values(&[token.stream.as_str()])
+            .inc_by(records.len() as u64);
+        metrics::OUTGOING_BYTES.with_label_values(&[token.stream.as_str()]).inc_by(bytes);
+        let next_token = IteratorToken {
+            pos: next,
+            issued_ms: self.node.now_ms(),
+            ..token
+        };
+        Ok(pb::GetRecordsResponse {
+            records,
+            next_shard_iterator: next_token.seal(&Self::key(&state)?),
+            millis_behind_latest: millis_behind,
+            child_shards: Vec::new(),
+        })
+    }
+
+    async fn retention(&self, req: pb::UpdateRetentionRequest, increase: bool) -> Result<()> {
+        let name = self.stream_name(req.stream.as_ref())?;
+        self.node.config.limits.validate_retention_hours(req.retention_hours)?;
+        self.node
+            .propose_meta(MetaCommand::SetRetention {
+                name,
+                hours: req.retention_hours,
+                increase,
+            })
+            .await
+    }
+
+    fn cluster_status(&self) -> pb::ClusterStatusResponse {
+        let state = self.node.meta.get();
+        let local: BTreeMap<u64, runnel_raft::GroupStatus> =
+            self.node.registry.status().into_iter().map(|s| (s.group, s)).collect();
+        let nodes = state
+            .nodes
+            .values()
+            .map(|n| pb::NodeStatus {
+                node_id: n.id,
+                grpc_addr: n.addr.clone(),
+                reachable: true,
+            })
+            .collect();
+        let mut groups = Vec::new();
+        let meta_local = local.get(&runnel_raft::META_GROUP);
+        groups.push(pb::GroupStatus {
+            group_id: runnel_raft::META_GROUP,
+            stream: String::new(),
+            shard_id: String::new(),
+            leader_node: meta_local.and_then(|s| s.leader_node).unwrap_or(0),
+            term: meta_local.map_or(0, |s| s.term),
+            replica_nodes: state.nodes.keys().copied().collect(),
+            applied_index: meta_local.map_or(0, |s| s.applied_index),
+            last_log_index: meta_local.map_or(0, |s| s.last_log_index),
+        });
+        for s in state.streams.values() {
+            for sh in &s.shards {
+                let l = local.get(&sh.group);
+                groups.push(pb::GroupStatus {
+                    group_id: sh.group,
+                    stream: s.name.to_string(),
+                    shard_id: sh.id().to_string(),
+                    leader_node: l.and_then(|x| x.leader_node).unwrap_or(0),
+                    term: l.map_or(0, |x| x.term),
+                    replica_nodes: sh.replicas.iter().map(|r| r.node).collect(),
+                    applied_index: l.map_or(0, |x| x.applied_index),
+                    last_log_index: l.map_or(0, |x| x.last_log_index),
+                });
+            }
+        }
+        pb::ClusterStatusResponse {
+            node_id: self.node.config.node_id,
+            nodes,
+            groups,
+        }
+    }
+}
+
+fn positions_request(group: u64, ts: u64) -> ReadShardRequest {
+    ReadShardRequest {
+        group_id: group,
+        mode: ReadMode::Positions as i32,
+        at_timestamp_ms: ts,
+        ..Default::default()
+    }
+}
+
+fn indexed(e: Error, i: usize) -> Error {
+    match e {
+        Error::Validation(m) => Error::Validation(m.replacen(" at '", &format!(" at 'records.{}.member.", i + 1), 1)),
+        other => other,
+    }
+}
+
+fn status_of(s: StreamStatus) -> pb::StreamStatus {
+    match s {
+        StreamStatus::Creating => pb::StreamStatus::Creating,
+        StreamStatus::Active => pb::StreamStatus::Active,
+        StreamStatus::Updating => pb::StreamStatus::Updating,
+        StreamStatus::Deleting => pb::StreamStatus::Deleting,
+    }
+}
+
+fn shard_pb(s: &ShardMeta) -> pb::Shard {
+    pb::Shard {
+        shard_id: s.id().to_string(),
+        parent_shard_id: s.parent.map(|p| ShardId(p).to_string()).unwrap_or_default(),
+        adjacent_parent_shard_id: s.adjacent_parent.map(|p| ShardId(p).to_string()).unwrap_or_default(),
+        starting_hash_key: s.range.start.to_string(),
+        ending_hash_key: s.range.end.to_string(),
+        starting_sequence_number: SequenceNumber::starting(s.id()).encode(),
+        ending_sequence_number: s
+            .ending
+            .and_then(|p| SequenceNumber::new(s.id(), p).ok())
+            .map(|q| q.encode())
+            .unwrap_or_default(),
+    }
+}
+
+/// Wraps a handler: metrics, and error → status.
+async fn observe<T, F>(op: &'static str, f: F) -> std::result::Result<Response<T>, Status>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let result = f.await;
+    metrics::LATENCY
+        .with_label_values(&[op, "grpc"])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(v) => {
+            metrics::REQUESTS.with_label_values(&[op, "grpc", "ok"]).inc();
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            metrics::REQUESTS.with_label_values(&[op, "grpc", e.kinesis_name()]).inc();
+            Err(to_status(&e))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Runnel for Api {
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> std::result::Result<Response<pb::CreateStreamResponse>, Status> {
+        observe("CreateStream", async {
+            self.create_stream_inner(request.into_inner()).await?;
+            Ok(pb::CreateStreamResponse {})
+        })
+        .await
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> std::result::Result<Response<pb::DeleteStreamResponse>, Status> {
+        observe("DeleteStream", async {
+            let name = self.stream_name(request.get_ref().stream.as_ref())?;
+            self.node.propose_meta(MetaCommand::DeleteStream { name }).await?;
+            Ok(pb::DeleteStreamResponse {})
+        })
+        .await
+    }
+
+    async fn describe_stream_summary(
+        &self,
+        request: Request<pb::DescribeStreamSummaryRequest>,
+    ) -> std::result::Result<Response<pb::DescribeStreamSummaryResponse>, Status> {
+        observe("DescribeStreamSummary", async {
+            let name = self.stream_name(request.get_ref().stream.as_ref())?;
+            let state = self.node.state()?;
+            let s = state.stream(&name)?;
+            Ok(pb::DescribeStreamSummaryResponse {
+                summary: Some(self.summary(s)),
+            })
+        })
+        .await
+    }
+
+    async fn describe_stream(
+        &self,
+        request: Request<pb::DescribeStreamRequest>,
+    ) -> std::result::Result<Response<pb::DescribeStreamResponse>, Status> {
+        observe("DescribeStream", async {
+            let req = request.into_inner();
+            let name = self.stream_name(req.stream.as_ref())?;
+            let limit = match req.limit {
+                0 => 100,
+                l if l <= 10_000 => l as usize,
+                l => {
+                    return Err(Error::validation_failed(
+                        "limit",
+                        Some(&l.to_string()),
+                        "Member must have value less than or equal to 10000",
+                    ))
+                }
+            };
+            let state = self.node.state()?;
+            let s = state.stream(&name)?;
+            let after = if req.exclusive_start_shard_id.is_empty() {
+                None
+            } else {
+                Some(ShardId::parse(&req.exclusive_start_shard_id)?.0)
+            };
+            let rest: Vec<pb::Shard> = s
+                .shards
+                .iter()
+                .filter(|x| after.is_none_or(|a| x.index > a))
+                .map(shard_pb)
+                .collect();
+            let more = rest.len() > limit;
+            let shards = rest.into_iter().take(limit).collect();
+            Ok(pb::DescribeStreamResponse {
+                summary: Some(self.summary(s)),
+                shards,
+                has_more_shards: more,
+            })
+        })
+        .await
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> std::result::Result<Response<pb::ListStreamsResponse>, Status> {
+        observe("ListStreams", async {
+            let req = request.into_inner();
+            let limit = match req.limit {
+                0 => 100,
+                l if l <= 10_000 => l as usize,
+                l => {
+                    return Err(Error::validation_failed(
+                        "limit",
+                        Some(&l.to_string()),
+                        "Member must have value less than or equal to 10000",
+                    ))
+                }
+            };
+            let state = self.node.state()?;
+            let all: Vec<&StreamMeta> = state
+                .streams
+                .values()
+                .filter(|s| req.exclusive_start_stream_name.is_empty() || s.name.as_str() > req.exclusive_start_stream_name.as_str())
+                .collect();
+            let more = all.len() > limit;
+            Ok(pb::ListStreamsResponse {
+                streams: all.into_iter().take(limit).map(|s| self.summary(s)).collect(),
+                has_more_streams: more,
+            })
+        })
+        .await
+    }
+
+    async fn list_shards(
+        &self,
+        request: Request<pb::ListShardsRequest>,
+    ) -> std::result::Result<Response<pb::ListShardsResponse>, Status> {
+        observe("ListShards", async {
+            let req = request.into_inner();
+            let name = self.stream_name(req.stream.as_ref())?;
+            let state = self.node.state()?;
+            let s = state.stream(&name)?;
+            let limit = match req.max_results {
+                0 => 1000,
+                l if l <= 10_000 => l as usize,
+                l => {
+                    return Err(Error::validation_failed(
+                        "maxResults",
+                        Some(&l.to_string()),
+                        "Member must have value less than or equal to 10000",
+                    ))
+                }
+            };
+            let after = if req.exclusive_start_shard_id.is_empty() {
+                None
+            } else {
+                Some(ShardId::parse(&req.exclusive_start_shard_id)?.0)
+            };
+            let shards = s
+                .shards
+                .iter()
+                .filter(|x| after.is_none_or(|a| x.index > a))
+                .take(limit)
+                .map(shard_pb)
+                .collect();
+            Ok(pb::ListShardsResponse { shards })
+        })
+        .await
+    }
+
+    async fn put_record(
+        &self,
+        request: Request<pb::PutRecordRequest>,
+    ) -> std::result::Result<Response<pb::PutRecordResponse>, Status> {
+        observe("PutRecord", async {
+            let req = request.into_inner();
+            let name = self.stream_name(req.stream.as_ref())?;
+            if !req.sequence_number_for_ordering.is_empty() {
+                SequenceNumber::parse(&req.sequence_number_for_ordering).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "SequenceNumberForOrdering {} is invalid.",
+                        req.sequence_number_for_ordering
+                    ))
+                })?;
+            }
+            let state = self.node.state()?;
+            let stream = Self::data_stream(&state, &name)?;
+            let key = self.check_record(&stream, &req.partition_key, &req.data, &req.explicit_hash_key)?;
+            let shard = Self::route(&stream, key)?;
+            let bytes = (req.data.len() + req.partition_key.len()) as u64;
+            let a = self
+                .node
+                .append(
+                    shard.group,
+                    vec![WireRecord {
+                        partition_key: req.partition_key,
+                        data: req.data.to_vec(),
+                        encryption: Vec::new(),
+                    }],
+                )
+                .await?;
+            let seq = SequenceNumber::new(
+                shard.id(),
+                Position {
+                    log_index: a.log_index,
+                    sub: a.first_sub,
+                },
+            )?;
+            metrics::INCOMING_RECORDS.with_label_values(&[name.as_str()]).inc();
+            metrics::INCOMING_BYTES.with_label_values(&[name.as_str()]).inc_by(bytes);
+            Ok(pb::PutRecordResponse {
+                shard_id: shard.id().to_string(),
+                sequence_number: seq.encode(),
+                encryption_type: "NONE".into(),
+            })
+        })
+        .await
+    }
+
+    async fn put_records(
+        &self,
+        request: Request<pb::PutRecordsRequest>,
+    ) -> std::result::Result<Response<pb::PutRecordsResponse>, Status> {
+        observe("PutRecords", async {
+            let req = request.into_inner();
+            let name = self.stream_name(req.stream.as_ref())?;
+            self.put_records_inner(name, req.records).await
+        })
+        .await
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        request: Request<pb::GetShardIteratorRequest>,
+    ) -> std::result::Result<Response<pb::GetShardIteratorResponse>, Status> {
+        observe("GetShardIterator", async {
+            let shard_iterator = self.get_shard_iterator_inner(request.into_inner()).await?;
+            Ok(pb::GetShardIteratorResponse { shard_iterator })
+        })
+        .await
+    }
+
+    async fn get_records(
+        &self,
+        request: Request<pb::GetRecordsRequest>,
+    ) -> std::result::Result<Response<pb::GetRecordsResponse>, Status> {
+        observe("GetRecords", self.get_records_inner(request.into_inner())).await
+    }
+
+    async fn increase_stream_retention_period(
+        &self,
+        request: Request<pb::UpdateRetentionRequest>,
+    ) -> std::result::Result<Response<pb::UpdateRetentionResponse>, Status> {
+        observe("IncreaseStreamRetentionPeriod", async {
+            self.retention(request.into_inner(), true).await?;
+            Ok(pb::UpdateRetentionResponse {})
+        })
+        .await
+    }
+
+    async fn decrease_stream_retention_period(
+        &self,
+        request: Request<pb::UpdateRetentionRequest>,
+    ) -> std::result::Result<Response<pb::UpdateRetentionResponse>, Status> {
+        observe("DecreaseStreamRetentionPeriod", async {
+            self.retention(request.into_inner(), false).await?;
+            Ok(pb::UpdateRetentionResponse {})
+        })
+        .await
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
+        observe("ClusterStatus", async { Ok(self.cluster_status()) }).await
+    }
+}

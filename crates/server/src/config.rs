@@ -1,0 +1,292 @@
+//! Node configuration: TOML file, then `RUNNEL_*` environment variables, then command-line flags
+//! (applied by the binary), validated once at start with messages that name the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use runnel_types::Limits;
+use serde::{Deserialize, Serialize};
+
+/// A node listed in the static bootstrap configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    /// Physical node id (1..2^32).
+    pub id: u64,
+    /// gRPC address other nodes and clients use to reach it.
+    pub addr: String,
+}
+
+/// Raft timing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Metadata group heartbeat (ms).
+    pub meta_heartbeat_ms: u64,
+    /// Metadata group election timeout, lower bound (ms).
+    pub meta_election_min_ms: u64,
+    /// Metadata group election timeout, upper bound (ms).
+    pub meta_election_max_ms: u64,
+    /// Shard group heartbeat (ms).
+    pub shard_heartbeat_ms: u64,
+    /// Shard group election timeout, lower bound (ms).
+    pub shard_election_min_ms: u64,
+    /// Shard group election timeout, upper bound (ms).
+    pub shard_election_max_ms: u64,
+    /// Log entries between shard snapshots.
+    pub shard_snapshot_logs: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            meta_heartbeat_ms: 100,
+            meta_election_min_ms: 500,
+            meta_election_max_ms: 1000,
+            shard_heartbeat_ms: 200,
+            shard_election_min_ms: 1000,
+            shard_election_max_ms: 2000,
+            shard_snapshot_logs: 20_000,
+        }
+    }
+}
+
+/// Settings that exist only to test the system (fault injection). Never use them in production.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingConfig {
+    /// Enables the admin endpoints that change the node's clock offset.
+    pub enable_clock_hook: bool,
+    /// Acknowledge log appends without fsync (a deliberate durability bug for the harness).
+    pub unsafe_skip_fsync: bool,
+}
+
+/// Configuration of one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Physical node id (1..2^32).
+    pub node_id: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC listen address (public API and node-to-node).
+    pub grpc_listen: SocketAddr,
+    /// Address other nodes use to reach this node's gRPC port (defaults to `grpc_listen`).
+    pub advertise_addr: Option<String>,
+    /// HTTP listen address (health, metrics; later the Kinesis endpoint).
+    pub http_listen: SocketAddr,
+    /// The initial cluster (every node must list the same peers). Empty: a single-node cluster
+    /// made of this node.
+    pub peers: Vec<PeerConfig>,
+    /// Replicas per shard; 0 = min(3, nodes).
+    pub replication_factor: usize,
+    /// Region shown in ARNs.
+    pub region: String,
+    /// Account id shown in ARNs.
+    pub account_id: String,
+    /// How often retention trimming runs (seconds).
+    pub retention_check_secs: u64,
+    /// Limits (records, requests, retention).
+    pub limits: Limits,
+    /// Raft timing.
+    pub raft: RaftConfig,
+    /// Test-only switches.
+    pub testing: TestingConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("runnel-data"),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4600)),
+            advertise_addr: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
+            peers: Vec::new(),
+            replication_factor: 0,
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            retention_check_secs: 30,
+            limits: Limits::default(),
+            raft: RaftConfig::default(),
+            testing: TestingConfig::default(),
+        }
+    }
+}
+
+/// A configuration error naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl NodeConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Applies `RUNNEL_*` environment overrides from `vars`.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), ConfigError> {
+        for (k, v) in vars {
+            let parse_err = |what: &str| ConfigError(format!("{k}={v}: {what}"));
+            match k.as_str() {
+                "RUNNEL_NODE_ID" => self.node_id = v.parse().map_err(|_| parse_err("not a number"))?,
+                "RUNNEL_DATA_DIR" => self.data_dir = PathBuf::from(v),
+                "RUNNEL_GRPC_LISTEN" => self.grpc_listen = v.parse().map_err(|_| parse_err("not host:port"))?,
+                "RUNNEL_HTTP_LISTEN" => self.http_listen = v.parse().map_err(|_| parse_err("not host:port"))?,
+                "RUNNEL_ADVERTISE_ADDR" => self.advertise_addr = Some(v),
+                "RUNNEL_REPLICATION_FACTOR" => {
+                    self.replication_factor = v.parse().map_err(|_| parse_err("not a number"))?
+                }
+                "RUNNEL_REGION" => self.region = v,
+                "RUNNEL_ACCOUNT_ID" => self.account_id = v,
+                "RUNNEL_PEERS" => self.peers = parse_peers(&v).map_err(|e| parse_err(&e))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The address peers use for this node.
+    pub fn advertised(&self) -> String {
+        self.advertise_addr.clone().unwrap_or_else(|| self.grpc_listen.to_string())
+    }
+
+    /// The initial cluster: the configured peers, or this node alone.
+    pub fn cluster(&self) -> Vec<PeerConfig> {
+        if self.peers.is_empty() {
+            vec![PeerConfig {
+                id: self.node_id,
+                addr: self.advertised(),
+            }]
+        } else {
+            self.peers.clone()
+        }
+    }
+
+    /// Effective replication factor.
+    pub fn effective_replication_factor(&self) -> usize {
+        let n = self.cluster().len();
+        if self.replication_factor == 0 {
+            runnel_placement::default_replication_factor(n)
+        } else {
+            self.replication_factor.min(n)
+        }
+    }
+
+    /// Checks the whole configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.node_id == 0 || self.node_id >= crate::meta::FIRST_REPLICA_ID {
+            return bad(format!("node_id must be between 1 and 2^32-1, got {}", self.node_id));
+        }
+        let cluster = self.cluster();
+        if !cluster.iter().any(|p| p.id == self.node_id) {
+            return bad(format!("peers must include this node (node_id {})", self.node_id));
+        }
+        let mut ids: Vec<u64> = cluster.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != cluster.len() {
+            return bad("peers contain a duplicate id".into());
+        }
+        if let Some(p) = cluster.iter().find(|p| p.id == 0 || p.id >= crate::meta::FIRST_REPLICA_ID) {
+            return bad(format!("peer id {} must be between 1 and 2^32-1", p.id));
+        }
+        if let Some(p) = cluster.iter().find(|p| !p.addr.contains(':')) {
+            return bad(format!("peer {} address {:?} is not host:port", p.id, p.addr));
+        }
+        if self.replication_factor > cluster.len() {
+            return bad(format!(
+                "replication_factor {} exceeds the number of nodes {}",
+                self.replication_factor,
+                cluster.len()
+            ));
+        }
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return bad(format!("account_id must be 12 digits, got {:?}", self.account_id));
+        }
+        if self.region.is_empty() || !self.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return bad(format!("region {:?} must be lowercase letters, digits and '-'", self.region));
+        }
+        let r = &self.raft;
+        if r.meta_heartbeat_ms == 0 || r.meta_election_min_ms <= r.meta_heartbeat_ms || r.meta_election_max_ms <= r.meta_election_min_ms {
+            return bad("raft: need 0 < meta_heartbeat_ms < meta_election_min_ms < meta_election_max_ms".into());
+        }
+        if r.shard_heartbeat_ms == 0 || r.shard_election_min_ms <= r.shard_heartbeat_ms || r.shard_election_max_ms <= r.shard_election_min_ms {
+            return bad("raft: need 0 < shard_heartbeat_ms < shard_election_min_ms < shard_election_max_ms".into());
+        }
+        if self.retention_check_secs == 0 {
+            return bad("retention_check_secs must be at least 1".into());
+        }
+        let l = &self.limits;
+        if l.min_retention_hours == 0 || l.min_retention_hours > l.max_retention_hours {
+            return bad("limits: need 0 < min_retention_hours <= max_retention_hours".into());
+        }
+        if l.max_record_bytes == 0 || l.max_put_records_entries == 0 || l.max_get_records_limit == 0 {
+            return bad("limits: max_record_bytes, max_put_records_entries and max_get_records_limit must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses `1=127.0.0.1:4601,2=127.0.0.1:4602`.
+pub fn parse_peers(s: &str) -> Result<Vec<PeerConfig>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (id, addr) = p
+                .split_once('=')
+                .ok_or_else(|| format!("peer {p:?} is not id=host:port"))?;
+            let id = id.trim().parse().map_err(|_| format!("peer id {id:?} is not a number"))?;
+            Ok(PeerConfig {
+                id,
+                addr: addr.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_single_node() {
+        let c = NodeConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.cluster().len(), 1);
+        assert_eq!(c.effective_replication_factor(), 1);
+    }
+
+    #[test]
+    fn toml_env_and_validation() {
+        let mut c = NodeConfig::from_toml(
+            r#"
+            node_id = 2
+            grpc_listen = "127.0.0.1:4602"
+            http_listen = "127.0.0.1:4568"
+            peers = [ { id = 1, addr = "127.0.0.1:4601" }, { id = 2, addr = "127.0.0.1:4602" }, { id = 3, addr = "127.0.0.1:4603" } ]
+            [limits]
+            max_record_bytes = 2048
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_record_bytes, 2048);
+        assert_eq!(c.limits.max_put_records_entries, 500);
+        c.validate().unwrap();
+        assert_eq!(c.effective_replication_factor(), 3);
+        c.apply_env([("RUNNEL_NODE_ID".to_string(), "9".to_string())]).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("peers must include this node"), "{err}");
+        assert!(c.apply_env([("RUNNEL_NODE_ID".to_string(), "x".to_string())]).is_err());
+        assert!(NodeConfig::from_toml("nodeid = 1").unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn peers_parse() {
+        let p = parse_peers("1=127.0.0.1:1, 2=127.0.0.1:2").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].addr, "127.0.0.1:2");
+        assert!(parse_peers("1:127").is_err());
+    }
+}

@@ -1,0 +1,877 @@
+//! The running node: storage, Raft groups, metadata, background loops and request routing.
+//!
+//! Routing (property 5: any node answers any request): a write or read for a group is executed on
+//! the node whose replica leads it. If that is this node it runs locally; otherwise it is forwarded
+//! over the internal gRPC API to the leader (from the local replica's view, a cached hint, or the
+//! group's replicas in turn). A forwarded request is never forwarded again: a node that is not the
+//! leader answers `NotLeader` with its hint, and only the original node retries. Retries happen
+//! only when the request certainly did not take effect (refused before it was appended, or its
+//! entry was truncated); an outcome that is unknown is reported to the client as a retryable error.
+//!
+//! Background loops: metadata bootstrap (the lowest node id initializes the metadata group; its
+//! leader writes the cluster identity once), the reconciler (makes the local replicas match the
+//! metadata: starts, initializes, reports ready, stops and destroys) and retention trimming.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runnel_proto::internal::v1::internal_client::InternalClient;
+use runnel_proto::internal::v1::{ProposeRequest, ReadMode, ReadShardRequest};
+use runnel_raft::network::PeerPool;
+use runnel_raft::state_machine::SmKind;
+use runnel_raft::{
+    codec, Command, CommandResponse, GroupInfo, Raft, Registry, RegistryOptions, ReplicaNode, WireRecord, META_GROUP,
+};
+use runnel_storage::{Store, StoreOptions};
+use runnel_types::{Clock, Error, Position, Result, SystemClock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::meta::{MetaCommand, MetaHandle, MetaReply, MetaState, NodeInfo};
+use crate::metrics;
+
+/// Error code used between nodes for "this node does not lead the group".
+pub const NOT_LEADER: &str = "NotLeader";
+
+/// Most records in one Raft entry (positions are `(log index, 0..=0xFFFF)`).
+const MAX_ENTRY_RECORDS: usize = 0x1_0000;
+/// Most payload bytes in one Raft entry.
+const MAX_ENTRY_BYTES: usize = 8 << 20;
+/// Entries proposed and not yet applied, per shard leader.
+const MAX_INFLIGHT_ENTRIES: usize = 64;
+/// Attempts to find a leader before giving up with a retryable error.
+const ROUTE_ATTEMPTS: usize = 40;
+
+/// What a forwarded proposal carries.
+#[derive(Serialize, Deserialize)]
+pub enum Proposal {
+    /// Records for a shard group.
+    Records(Vec<WireRecord>),
+    /// A metadata command.
+    Meta(MetaCommand),
+}
+
+/// Where records were stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// Log index of the entry.
+    pub log_index: u64,
+    /// Arrival time of the entry.
+    pub arrival_ms: u64,
+    /// Offset of the first record of this request in the entry.
+    pub first_sub: u32,
+}
+
+/// Reply of a forwarded proposal.
+#[derive(Serialize, Deserialize)]
+pub enum ProposalReply {
+    /// Records stored.
+    Records(Appended),
+    /// Metadata reply.
+    Meta(MetaReply),
+}
+
+/// Outcome of one attempt on one node.
+pub enum Attempt<T> {
+    /// Done.
+    Done(T),
+    /// The node does not lead the group; maybe it knows who does. Nothing happened.
+    NotLeader(Option<u64>),
+    /// Failed; the error goes to the client.
+    Fail(Error),
+}
+
+/// A read of a shard, executed on its leader.
+#[derive(Clone, Debug, Default)]
+pub struct ShardRead {
+    /// Records read.
+    pub records: Vec<(Position, runnel_storage::StoredRecord)>,
+    /// Exclusive end of applied records.
+    pub end: Position,
+    /// Trim horizon.
+    pub trim: Position,
+    /// Arrival time of the newest record.
+    pub last_arrival_ms: u64,
+    /// Position of the first record at or after the asked timestamp.
+    pub found: Option<Position>,
+}
+
+struct Pending {
+    records: Vec<WireRecord>,
+    bytes: usize,
+    reply: oneshot::Sender<Attempt<Appended>>,
+}
+
+/// The node.
+pub struct Node {
+    /// Configuration.
+    pub config: NodeConfig,
+    /// Groups hosted here.
+    pub registry: Arc<Registry>,
+    /// Metadata (desired state).
+    pub meta: MetaHandle,
+    /// The node's clock (test hook: offset).
+    pub clock: Arc<SystemClock>,
+    pool: Arc<PeerPool>,
+    batchers: Mutex<HashMap<u64, mpsc::Sender<Pending>>>,
+    hints: Mutex<HashMap<u64, u64>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("node_id", &self.config.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens storage, starts the metadata group and the background loops.
+    pub async fn start(config: NodeConfig) -> std::result::Result<Arc<Node>, crate::StartError> {
+        config.validate()?;
+        let store = Store::open(
+            &config.data_dir,
+            StoreOptions {
+                unsafe_skip_fsync: config.testing.unsafe_skip_fsync,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| crate::StartError::Storage(e.to_string()))?;
+        let pool = Arc::new(PeerPool::new(None));
+        let r = &config.raft;
+        let registry = Registry::new(
+            config.node_id,
+            store,
+            pool.clone(),
+            RegistryOptions {
+                meta_heartbeat_ms: r.meta_heartbeat_ms,
+                meta_election_ms: (r.meta_election_min_ms, r.meta_election_max_ms),
+                shard_heartbeat_ms: r.shard_heartbeat_ms,
+                shard_election_ms: (r.shard_election_min_ms, r.shard_election_max_ms),
+                shard_snapshot_logs: r.shard_snapshot_logs,
+                ..Default::default()
+            },
+        );
+        let meta = MetaHandle::default();
+        let (shutdown, _) = watch::channel(false);
+        let node = Arc::new(Node {
+            config,
+            registry,
+            meta,
+            clock: Arc::new(SystemClock::default()),
+            pool,
+            batchers: Mutex::new(HashMap::new()),
+            hints: Mutex::new(HashMap::new()),
+            shutdown,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let raft = node
+            .registry
+            .start_group(
+                META_GROUP,
+                node.config.node_id,
+                SmKind::Meta(Arc::new(node.meta.clone())),
+                GroupInfo::default(),
+            )
+            .await
+            .map_err(|e| crate::StartError::Raft(e.to_string()))?;
+        let lowest = node.config.cluster().iter().map(|p| p.id).min().unwrap_or(node.config.node_id);
+        if lowest == node.config.node_id {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| crate::StartError::Raft(e.to_string()))?;
+            if !initialized {
+                let members: BTreeMap<u64, ReplicaNode> = node
+                    .config
+                    .cluster()
+                    .into_iter()
+                    .map(|p| (p.id, ReplicaNode { node: p.id, addr: p.addr }))
+                    .collect();
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::warn!(node = node.config.node_id, error = %e, "metadata group initialize");
+                }
+            }
+        }
+        node.spawn(Node::bootstrap_loop(node.clone()));
+        node.spawn(Node::reconcile_loop(node.clone()));
+        node.spawn(Node::retention_loop(node.clone()));
+        node.spawn(Node::metrics_loop(node.clone()));
+        Ok(node)
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        let handle = tokio::spawn(f);
+        if let Ok(mut t) = self.tasks.lock() {
+            t.push(handle);
+        }
+    }
+
+    /// Stops background loops and every group.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+        self.registry.shutdown().await;
+    }
+
+    /// A receiver that turns true at shutdown.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Current time of this node (ms).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The metadata state, with the cluster initialized.
+    pub fn state(&self) -> Result<Arc<MetaState>> {
+        let s = self.meta.get();
+        if s.secret.is_none() {
+            return Err(Error::Unavailable("the cluster is not initialized yet".into()));
+        }
+        Ok(s)
+    }
+
+    // ------------------------------------------------------------- background loops
+
+    async fn bootstrap_loop(node: Arc<Node>) {
+        let mut stop = node.shutdown_signal();
+        loop {
+            if node.meta.get().secret.is_some() {
+                return;
+            }
+            if node.registry.is_leader(META_GROUP) {
+                let mut secret = [0u8; 32];
+                rand::fill(&mut secret);
+                let cmd = MetaCommand::InitCluster {
+                    secret,
+                    account: node.config.account_id.clone(),
+                    nodes: node
+                        .config
+                        .cluster()
+                        .into_iter()
+                        .map(|p| NodeInfo { id: p.id, addr: p.addr })
+                        .collect(),
+                    replication_factor: node.config.effective_replication_factor(),
+                };
+                if let Err(e) = node.propose_meta(cmd).await {
+                    tracing::warn!(node = node.config.node_id, error = %e, "cluster init");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn reconcile_loop(node: Arc<Node>) {
+        let mut changes = node.meta.subscribe();
+        let mut stop = node.shutdown_signal();
+        loop {
+            if let Err(e) = node.reconcile().await {
+                tracing::warn!(node = node.config.node_id, error = %e, "reconcile");
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                // Also re-check periodically: readiness depends on elections, not only on metadata.
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Makes the local replicas match the metadata. Idempotent.
+    pub async fn reconcile(&self) -> Result<()> {
+        let state = self.meta.get();
+        let me = self.config.node_id;
+        let mut desired: HashMap<u64, u64> = HashMap::new();
+        for stream in state.streams.values() {
+            for shard in &stream.shards {
+                let Some(mine) = shard.replicas.iter().find(|r| r.node == me) else {
+                    continue;
+                };
+                desired.insert(shard.group, mine.replica_id);
+                let raft = match self.registry.raft(shard.group) {
+                    Some(r) => r,
+                    None => self
+                        .registry
+                        .start_group(
+                            shard.group,
+                            mine.replica_id,
+                            SmKind::Shard,
+                            GroupInfo {
+                                stream: stream.name.to_string(),
+                                shard: shard.index,
+                            },
+                        )
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                };
+                let first = shard.replicas.first().map(|r| r.node) == Some(me);
+                if first && !shard.ready {
+                    let initialized = raft.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
+                    if !initialized {
+                        let members: BTreeMap<u64, ReplicaNode> = shard
+                            .replicas
+                            .iter()
+                            .filter_map(|r| {
+                                state.nodes.get(&r.node).map(|n| {
+                                    (
+                                        r.replica_id,
+                                        ReplicaNode {
+                                            node: r.node,
+                                            addr: n.addr.clone(),
+                                        },
+                                    )
+                                })
+                            })
+                            .collect();
+                        if let Err(e) = raft.initialize(members).await {
+                            tracing::debug!(group = shard.group, error = %e, "shard initialize");
+                        }
+                    }
+                }
+                if !shard.ready && self.registry.is_leader(shard.group) {
+                    let cmd = MetaCommand::ShardReady {
+                        uid: stream.uid,
+                        group: shard.group,
+                    };
+                    if let Err(e) = self.propose_meta(cmd).await {
+                        tracing::debug!(group = shard.group, error = %e, "shard ready");
+                    }
+                }
+            }
+        }
+        for (group, replica) in self.registry.hosted_groups() {
+            if group == META_GROUP {
+                continue;
+            }
+            if desired.get(&group) != Some(&replica) {
+                self.drop_batcher(group);
+                self.registry
+                    .stop_group(group, true)
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn retention_loop(node: Arc<Node>) {
+        let mut stop = node.shutdown_signal();
+        let every = Duration::from_secs(node.config.retention_check_secs);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            node.trim_expired();
+        }
+    }
+
+    /// Removes records older than their stream's retention from every local replica.
+    pub fn trim_expired(&self) {
+        let state = self.meta.get();
+        let now = self.now_ms();
+        for stream in state.streams.values() {
+            let cutoff = now.saturating_sub(u64::from(stream.retention_hours) * 3_600_000);
+            for shard in &stream.shards {
+                if self.registry.raft(shard.group).is_none() {
+                    continue;
+                }
+                match self.registry.store().trim_before(shard.group, cutoff) {
+                    Ok((_, 0)) => {}
+                    Ok((horizon, n)) => {
+                        tracing::info!(group = shard.group, stream = %stream.name, shard = shard.index, entries = n, ?horizon, "retention trimmed");
+                    }
+                    Err(e) => tracing::warn!(group = shard.group, error = %e, "retention trim failed"),
+                }
+            }
+        }
+    }
+
+    async fn metrics_loop(node: Arc<Node>) {
+        let mut stop = node.shutdown_signal();
+        loop {
+            let status = node.registry.status();
+            metrics::GROUPS_HOSTED.set(status.len() as i64);
+            metrics::GROUPS_LED.set(status.iter().filter(|s| s.is_leader).count() as i64);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ routing
+
+    fn hint(&self, group: u64) -> Option<u64> {
+        self.registry
+            .leader_node(group)
+            .or_else(|| self.hints.lock().ok().and_then(|h| h.get(&group).copied()))
+    }
+
+    fn set_hint(&self, group: u64, node: Option<u64>) {
+        if let Ok(mut h) = self.hints.lock() {
+            match node {
+                Some(n) => {
+                    h.insert(group, n);
+                }
+                None => {
+                    h.remove(&group);
+                }
+            }
+        }
+    }
+
+    /// Candidate nodes for a group, hint first.
+    fn candidates(&self, group: u64) -> Vec<u64> {
+        let state = self.meta.get();
+        let mut nodes: Vec<u64> = if group == META_GROUP {
+            self.config.cluster().iter().map(|p| p.id).collect()
+        } else {
+            state
+                .shard_of_group(group)
+                .map(|(_, sh)| sh.replicas.iter().map(|r| r.node).collect())
+                .unwrap_or_default()
+        };
+        if let Some(h) = self.hint(group) {
+            nodes.retain(|n| *n != h);
+            nodes.insert(0, h);
+        }
+        nodes
+    }
+
+    fn addr_of(&self, node: u64) -> Option<String> {
+        self.meta
+            .get()
+            .nodes
+            .get(&node)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.config.cluster().into_iter().find(|p| p.id == node).map(|p| p.addr))
+    }
+
+    /// A client for the internal API of `node`.
+    pub fn internal_client(&self, node: u64) -> Result<InternalClient<tonic::transport::Channel>> {
+        let addr = self
+            .addr_of(node)
+            .ok_or_else(|| Error::Internal(format!("unknown node {node}")))?;
+        let ch = self
+            .pool
+            .channel(node, &addr, false)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(InternalClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// Runs `local` here if this node leads `group`, else `remote` on the leader; retries only
+    /// when an attempt certainly had no effect.
+    async fn route<T, L, LF, R, RF>(&self, group: u64, local: L, remote: R) -> Result<T>
+    where
+        L: Fn() -> LF,
+        LF: std::future::Future<Output = Attempt<T>>,
+        R: Fn(u64) -> RF,
+        RF: std::future::Future<Output = Attempt<T>>,
+    {
+        let me = self.config.node_id;
+        let mut last_err = None;
+        for attempt in 0..ROUTE_ATTEMPTS {
+            let candidates = self.candidates(group);
+            if candidates.is_empty() {
+                return Err(Error::ResourceNotFound(format!("group {group} has no replicas")));
+            }
+            let target = candidates[attempt % candidates.len()];
+            let target = self.hint(group).unwrap_or(target);
+            let outcome = if target == me && self.registry.is_leader(group) {
+                local().await
+            } else if target == me {
+                Attempt::NotLeader(None)
+            } else {
+                remote(target).await
+            };
+            match outcome {
+                Attempt::Done(v) => {
+                    self.set_hint(group, Some(target));
+                    return Ok(v);
+                }
+                Attempt::Fail(e) => return Err(e),
+                Attempt::NotLeader(hint) => {
+                    let hint = hint.filter(|h| *h != target);
+                    self.set_hint(group, hint);
+                    last_err = Some(target);
+                    if hint.is_none() {
+                        // An election may be running; give it a moment.
+                        tokio::time::sleep(Duration::from_millis(50 + 25 * attempt as u64)).await;
+                    }
+                }
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "no leader found for group {group} (last tried node {})",
+            last_err.unwrap_or(0)
+        )))
+    }
+
+    /// Proposes a metadata command on the metadata leader.
+    pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<()> {
+        let proposal = Proposal::Meta(cmd);
+        let bytes = codec::encode(&proposal).map_err(|e| Error::Internal(e.to_string()))?;
+        let reply = self
+            .route(
+                META_GROUP,
+                || self.propose_local(META_GROUP, &proposal),
+                |n| self.propose_remote(n, META_GROUP, bytes.clone()),
+            )
+            .await?;
+        match reply {
+            ProposalReply::Meta(r) => r.into_result(),
+            ProposalReply::Records(_) => Err(Error::Internal("unexpected reply".into())),
+        }
+    }
+
+    /// Appends records to a shard group (through its leader's batcher).
+    pub async fn append(&self, group: u64, records: Vec<WireRecord>) -> Result<Appended> {
+        let proposal = Proposal::Records(records);
+        let bytes = codec::encode(&proposal).map_err(|e| Error::Internal(e.to_string()))?;
+        let reply = self
+            .route(
+                group,
+                || self.propose_local(group, &proposal),
+                |n| self.propose_remote(n, group, bytes.clone()),
+            )
+            .await?;
+        match reply {
+            ProposalReply::Records(a) => Ok(a),
+            ProposalReply::Meta(_) => Err(Error::Internal("unexpected reply".into())),
+        }
+    }
+
+    async fn propose_remote(&self, node: u64, group: u64, bytes: Vec<u8>) -> Attempt<ProposalReply> {
+        let mut client = match self.internal_client(node) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Fail(e),
+        };
+        let req = ProposeRequest {
+            group_id: group,
+            command: bytes.into(),
+        };
+        match tokio::time::timeout(Duration::from_secs(10), client.propose(req)).await {
+            Err(_) => Attempt::Fail(Error::Unavailable(format!(
+                "timed out waiting for node {node}; the outcome is unknown"
+            ))),
+            Ok(Err(status)) if connect_failed(&status) => {
+                // Could not connect: nothing was sent.
+                Attempt::NotLeader(None)
+            }
+            Ok(Err(status)) => Attempt::Fail(Error::Unavailable(format!(
+                "node {node}: {}; the outcome is unknown",
+                status.message()
+            ))),
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                if r.error_code == NOT_LEADER {
+                    return Attempt::NotLeader((r.leader_hint != 0).then_some(r.leader_hint));
+                }
+                if !r.error_code.is_empty() {
+                    return Attempt::Fail(Error::from_kinesis_name(&r.error_code, r.error_message));
+                }
+                match codec::decode::<ProposalReply>(&r.response) {
+                    Ok(p) => Attempt::Done(p),
+                    Err(e) => Attempt::Fail(Error::Internal(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Executes a proposal on this node, which must lead the group (used for forwarded proposals).
+    pub async fn propose_local(&self, group: u64, proposal: &Proposal) -> Attempt<ProposalReply> {
+        let Some(raft) = self.registry.raft(group) else {
+            return Attempt::NotLeader(None);
+        };
+        match proposal {
+            Proposal::Meta(cmd) => {
+                if group != META_GROUP {
+                    return Attempt::Fail(Error::Internal("metadata command for a shard group".into()));
+                }
+                let bytes = match codec::encode(cmd) {
+                    Ok(b) => b,
+                    Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+                };
+                match write_classified(&raft, Command::Meta(bytes)).await {
+                    Attempt::Done(CommandResponse::Meta(reply)) => match codec::decode::<MetaReply>(&reply) {
+                        Ok(r) => Attempt::Done(ProposalReply::Meta(r)),
+                        Err(e) => Attempt::Fail(Error::Internal(e.to_string())),
+                    },
+                    Attempt::Done(other) => Attempt::Fail(Error::Internal(format!("unexpected reply {other:?}"))),
+                    Attempt::NotLeader(h) => Attempt::NotLeader(h),
+                    Attempt::Fail(e) => Attempt::Fail(e),
+                }
+            }
+            Proposal::Records(records) => {
+                if group == META_GROUP {
+                    return Attempt::Fail(Error::Internal("records for the metadata group".into()));
+                }
+                let tx = match self.batcher(group, raft) {
+                    Ok(tx) => tx,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                let (reply, rx) = oneshot::channel();
+                let bytes = records.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
+                let pending = Pending {
+                    records: records.clone(),
+                    bytes,
+                    reply,
+                };
+                if tx.send(pending).await.is_err() {
+                    self.drop_batcher(group);
+                    return Attempt::NotLeader(None);
+                }
+                match rx.await {
+                    Ok(Attempt::Done(a)) => Attempt::Done(ProposalReply::Records(a)),
+                    Ok(Attempt::NotLeader(h)) => Attempt::NotLeader(h),
+                    Ok(Attempt::Fail(e)) => Attempt::Fail(e),
+                    Err(_) => Attempt::Fail(Error::Unavailable(
+                        "the shard leader stopped; the outcome is unknown".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn drop_batcher(&self, group: u64) {
+        if let Ok(mut b) = self.batchers.lock() {
+            b.remove(&group);
+        }
+    }
+
+    fn batcher(&self, group: u64, raft: Raft) -> Result<mpsc::Sender<Pending>> {
+        let mut map = self
+            .batchers
+            .lock()
+            .map_err(|_| Error::Internal("batcher lock poisoned".into()))?;
+        if let Some(tx) = map.get(&group) {
+            if !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(batch_loop(group, raft, rx, self.clock.clone()));
+        map.insert(group, tx.clone());
+        Ok(tx)
+    }
+
+    // -------------------------------------------------------------------- reads
+
+    /// Reads from a shard on its leader.
+    pub async fn read(&self, group: u64, req: ReadShardRequest) -> Result<ShardRead> {
+        self.route(
+            group,
+            || self.read_local(group, &req),
+            |n| self.read_remote(n, req.clone()),
+        )
+        .await
+    }
+
+    async fn read_remote(&self, node: u64, req: ReadShardRequest) -> Attempt<ShardRead> {
+        let mut client = match self.internal_client(node) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Fail(e),
+        };
+        match tokio::time::timeout(Duration::from_secs(10), client.read_shard(req)).await {
+            Err(_) => Attempt::NotLeader(None),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Attempt::NotLeader(None),
+            Ok(Err(status)) => Attempt::Fail(Error::Unavailable(format!("node {node}: {}", status.message()))),
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                if r.error_code == NOT_LEADER {
+                    return Attempt::NotLeader((r.leader_hint != 0).then_some(r.leader_hint));
+                }
+                if !r.error_code.is_empty() {
+                    return Attempt::Fail(Error::from_kinesis_name(&r.error_code, r.error_message));
+                }
+                Attempt::Done(crate::internal::shard_read_from_proto(r))
+            }
+        }
+    }
+
+    /// Executes a read on this node, which must lead the group. Linearizable: it first confirms
+    /// leadership with a quorum and waits until everything committed before is applied.
+    pub async fn read_local(&self, group: u64, req: &ReadShardRequest) -> Attempt<ShardRead> {
+        let Some(raft) = self.registry.raft(group) else {
+            return Attempt::NotLeader(None);
+        };
+        if let Err(e) = raft.ensure_linearizable().await {
+            use openraft::error::{CheckIsLeaderError, RaftError};
+            return match e {
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+                    Attempt::NotLeader(f.leader_node.map(|n| n.node))
+                }
+                other => {
+                    tracing::debug!(group, error = %other, "read: leadership check failed");
+                    Attempt::NotLeader(None)
+                }
+            };
+        }
+        let Some(frontier) = self.registry.frontier(group) else {
+            return Attempt::NotLeader(None);
+        };
+        let f = *frontier.borrow();
+        let store = self.registry.store();
+        let trim = match store.trim_horizon(group) {
+            Ok(t) => t,
+            Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+        };
+        let mut out = ShardRead {
+            end: f.end,
+            trim,
+            last_arrival_ms: f.last_arrival_ms,
+            ..Default::default()
+        };
+        match ReadMode::try_from(req.mode).unwrap_or(ReadMode::Records) {
+            ReadMode::Records => {
+                let from = Position {
+                    log_index: req.log_index,
+                    sub: req.sub,
+                }
+                .max(trim);
+                match store.read_records(group, from, f.end, req.max_records as usize, req.max_bytes) {
+                    Ok(r) => out.records = r,
+                    Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+                }
+            }
+            ReadMode::Positions => {
+                if req.at_timestamp_ms != 0 {
+                    match store.first_position_at_or_after(group, req.at_timestamp_ms) {
+                        Ok(p) => out.found = p.filter(|p| *p < f.end),
+                        Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+                    }
+                }
+            }
+        }
+        Attempt::Done(out)
+    }
+}
+
+/// True if a call failed while connecting, so the request was never sent.
+fn connect_failed(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    ["tcp connect error", "Connection refused", "error trying to connect", "dns error"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// Proposes a command and classifies the outcome: `NotLeader` only when the entry certainly was
+/// not committed (refused up front, or truncated by a new leader).
+async fn write_classified(raft: &Raft, cmd: Command) -> Attempt<CommandResponse> {
+    use openraft::error::{ClientWriteError, RaftError};
+    match raft.client_write(cmd).await {
+        Ok(resp) => Attempt::Done(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Attempt::NotLeader(f.leader_node.map(|n| n.node))
+        }
+        Err(e) => Attempt::Fail(Error::Unavailable(format!("raft: {e}; the outcome is unknown"))),
+    }
+}
+
+/// Groups concurrent appends of one shard into few Raft entries. Entries are proposed in arrival
+/// order (so concurrent requests keep their relative order) and up to `MAX_INFLIGHT_ENTRIES` are
+/// replicated at once.
+async fn batch_loop(group: u64, raft: Raft, mut rx: mpsc::Receiver<Pending>, clock: Arc<SystemClock>) {
+    use openraft::error::ClientWriteError;
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_ENTRIES));
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut count = batch[0].records.len();
+        let mut bytes = batch[0].bytes;
+        while count < MAX_ENTRY_RECORDS && bytes < MAX_ENTRY_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    if count + p.records.len() > MAX_ENTRY_RECORDS || bytes + p.bytes > MAX_ENTRY_BYTES {
+                        carry = Some(p);
+                        break;
+                    }
+                    count += p.records.len();
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut records = Vec::with_capacity(count);
+        let mut replies = Vec::with_capacity(batch.len());
+        for p in batch {
+            let offset = records.len() as u32;
+            records.extend(p.records);
+            replies.push((offset, p.reply));
+        }
+        metrics::ENTRY_RECORDS.observe(records.len() as f64);
+        let cmd = Command::Records {
+            arrival_ms: clock.now_ms(),
+            records,
+        };
+        let rx_resp = match raft.client_write_ff(cmd).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                for (_, reply) in replies {
+                    let _ = reply.send(Attempt::NotLeader(None));
+                }
+                tracing::debug!(group, error = %e, "batcher: raft stopped");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let outcome = rx_resp.await;
+            drop(permit);
+            for (offset, reply) in replies {
+                let a = match &outcome {
+                    Ok(Ok(resp)) => match resp.data {
+                        CommandResponse::Records {
+                            log_index, arrival_ms, ..
+                        } => Attempt::Done(Appended {
+                            log_index,
+                            arrival_ms,
+                            first_sub: offset,
+                        }),
+                        ref other => Attempt::Fail(Error::Internal(format!("unexpected apply reply {other:?}"))),
+                    },
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                        Attempt::NotLeader(f.leader_node.as_ref().map(|n| n.node))
+                    }
+                    Ok(Err(e)) => Attempt::Fail(Error::Internal(e.to_string())),
+                    Err(_) => Attempt::Fail(Error::Unavailable(
+                        "the shard leader stepped down; the outcome is unknown".into(),
+                    )),
+                };
+                let _ = reply.send(a);
+            }
+        });
+    }
+}

@@ -1,0 +1,158 @@
+//! In-process single-node tests: bad input is rejected with a clear error and changes nothing;
+//! retention trimming removes expired records (driven by the node's test clock).
+
+use std::time::Duration;
+
+use runnel_client::{v1 as pb, Client, Start};
+use runnel_server::config::NodeConfig;
+use runnel_types::Error;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(dir: &std::path::Path) -> (runnel_server::Server, Client) {
+    let mut config = NodeConfig::default();
+    config.data_dir = dir.to_path_buf();
+    config.grpc_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    config.http_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = runnel_server::start(config).await.unwrap();
+    let client = Client::connect_lazy(&format!("http://{}", server.grpc_addr())).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client.list_streams().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "node not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (server, client)
+}
+
+fn kind(e: &Error) -> &'static str {
+    e.kinesis_name()
+}
+
+async fn count_records(c: &Client, stream: &str) -> usize {
+    let mut n = 0;
+    for sh in c.list_shards(stream).await.unwrap() {
+        let it = c.shard_iterator(stream, &sh.shard_id, &Start::TrimHorizon).await.unwrap();
+        n += c.get_records(&it, 10_000).await.unwrap().records.len();
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(dir.path()).await;
+    c.create_stream("s", 2, 0).await.unwrap();
+    c.wait_active("s", Duration::from_secs(30)).await.unwrap();
+
+    let e = c.create_stream("s", 1, 0).await.unwrap_err();
+    assert_eq!(kind(&e), "ResourceInUseException");
+    assert!(e.message().contains("already exists"), "{e}");
+    for bad in ["", "has space", "slash/name", &"x".repeat(129)] {
+        let e = c.create_stream(bad, 1, 0).await.unwrap_err();
+        assert_eq!(kind(&e), "ValidationException", "{bad:?}: {e}");
+        assert!(e.message().contains("streamName"), "{e}");
+    }
+    let e = c.create_stream("r", 1, 23).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    assert!(e.message().contains("24"), "{e}");
+    let e = c.create_stream("r", 1, 8761).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    let e = c.create_stream("r", 0, 0).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+
+    let e = c.put_record("s", "", b"x".to_vec()).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    assert!(e.message().contains("partitionKey"), "{e}");
+    let e = c.put_record("s", &"k".repeat(257), b"x".to_vec()).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    let e = c.put_record("s", "k", vec![0u8; 1024 * 1024 + 1]).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    assert!(e.message().contains("data"), "{e}");
+    let e = c.put_record("nope", "k", b"x".to_vec()).await.unwrap_err();
+    assert_eq!(kind(&e), "ResourceNotFoundException");
+    assert!(e.message().contains("nope"), "{e}");
+
+    let too_many: Vec<(String, Vec<u8>)> = (0..501).map(|i| (format!("k{i}"), b"x".to_vec())).collect();
+    let e = c.put_records("s", too_many).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    // One bad entry rejects the whole request: the good entries are not written either.
+    let mixed = vec![("good".to_string(), b"1".to_vec()), (String::new(), b"2".to_vec())];
+    let e = c.put_records("s", mixed).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    assert!(e.message().contains("records.2.member.partitionKey"), "{e}");
+
+    let mut raw = c.raw();
+    let e = raw
+        .put_record(pb::PutRecordRequest {
+            stream: runnel_client::stream("s"),
+            partition_key: "k".into(),
+            data: b"x".to_vec().into(),
+            explicit_hash_key: "340282366920938463463374607431768211456".into(),
+            sequence_number_for_ordering: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(runnel_client::from_status(&e).kinesis_name(), "InvalidArgumentException");
+
+    assert_eq!(count_records(&c, "s").await, 0, "a rejected request wrote something");
+
+    // Iterators: unknown shard, bad sequence numbers, forged and malformed tokens, expiry.
+    let e = c.shard_iterator("s", "shardId-000000000009", &Start::TrimHorizon).await.unwrap_err();
+    assert_eq!(kind(&e), "ResourceNotFoundException");
+    let e = c.shard_iterator("s", "shardId-000000000000", &Start::At("12x".into())).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    let (shard, seq) = c.put_record("s", "k", b"v".to_vec()).await.unwrap();
+    let other = if shard.ends_with('0') { "shardId-000000000001" } else { "shardId-000000000000" };
+    let e = c.shard_iterator("s", other, &Start::At(seq.clone())).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    let it = c.shard_iterator("s", &shard, &Start::At(seq.clone())).await.unwrap();
+    let e = c.get_records("garbage!", 10).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    let mut forged = it.clone().into_bytes();
+    let mid = forged.len() / 2;
+    forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
+    let e = c.get_records(&String::from_utf8(forged).unwrap(), 10).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    let e = c.get_records(&it, 10_001).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    assert_eq!(c.get_records(&it, 10).await.unwrap().records[0].sequence_number, seq);
+    server.node().clock.set_offset_ms(301_000);
+    let e = c.get_records(&it, 10).await.unwrap_err();
+    assert_eq!(kind(&e), "ExpiredIteratorException");
+    server.node().clock.set_offset_ms(0);
+
+    let e = c.delete_stream("nope").await.unwrap_err();
+    assert_eq!(kind(&e), "ResourceNotFoundException");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_trims_expired_records_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(dir.path()).await;
+    c.create_stream("t", 1, 24).await.unwrap();
+    c.wait_active("t", Duration::from_secs(30)).await.unwrap();
+    for i in 0..50 {
+        c.put_record("t", "k", format!("old{i}").into_bytes()).await.unwrap();
+    }
+    // Twenty hours later, more records arrive.
+    server.node().clock.set_offset_ms(20 * 3_600_000);
+    for i in 0..10 {
+        c.put_record("t", "k", format!("new{i}").into_bytes()).await.unwrap();
+    }
+    server.node().trim_expired();
+    assert_eq!(count_records(&c, "t").await, 60, "nothing is older than 24 h yet");
+    // Five more hours: the first batch is 25 h old, the second 5 h.
+    server.node().clock.set_offset_ms(25 * 3_600_000);
+    server.node().trim_expired();
+    let it = c.shard_iterator("t", "shardId-000000000000", &Start::TrimHorizon).await.unwrap();
+    let recs = c.get_records(&it, 1000).await.unwrap().records;
+    let data: Vec<String> = recs.iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect();
+    assert_eq!(data, (0..10).map(|i| format!("new{i}")).collect::<Vec<_>>());
+    // Writes and reads go on after trimming.
+    c.put_record("t", "k", b"later".to_vec()).await.unwrap();
+    assert_eq!(count_records(&c, "t").await, 11);
+    server.shutdown().await;
+}

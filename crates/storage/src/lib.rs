@@ -1,0 +1,537 @@
+//! The one RocksDB per node.
+//!
+//! This crate is the only one that links RocksDB. It stores, for every Raft group hosted on the node
+//! (the metadata group and one group per shard replica):
+//!
+//! * the Raft log (`log` column family, key = group ‖ index), written through the [`LogWriter`]
+//!   group-commit thread: appends of many groups share one `fsync`, and an append's completion
+//!   callback runs only after the `fsync` that covers it (property 3: acknowledge only what is durable);
+//! * small per-group state values (`state`: vote, committed log id, last purged log id, applied state,
+//!   snapshot metadata, the metadata state machine blob);
+//! * shard records (`records`, key = group ‖ log index ‖ offset) and a time index (`time`, key =
+//!   group ‖ arrival ms ‖ log index) used for `AT_TIMESTAMP` and retention trimming.
+//!
+//! Invariants kept here:
+//! * [`Store::apply_records`] writes the records, their time-index entry and the group's applied state
+//!   in one atomic `WriteBatch`, so a crash never leaves records without the applied index that covers
+//!   them (or the reverse);
+//! * retention trimming only ever moves a group's trim horizon forward and uses range deletes, so it
+//!   never blocks writers;
+//! * keys contain only group ids and numbers, never user data (encryption at rest can wrap values).
+//!
+//! The byte formats of Raft entries and state values belong to the caller (`runnel-raft`); this crate
+//! stores them opaquely. Record values are encoded here ([`StoredRecord`]).
+
+mod error;
+mod keys;
+mod record;
+mod metrics;
+mod writer;
+
+pub use error::{Error, Result};
+pub use record::{RecordIn, StoredRecord};
+pub use rocksdb::WriteBatch;
+pub use writer::LogWriter;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions,
+    WriteOptions, DB,
+};
+use runnel_types::Position;
+
+use keys::{group_prefix, group_upper, log_key, record_key, state_key, time_key};
+
+const CF_LOG: &str = "log";
+const CF_STATE: &str = "state";
+const CF_RECORDS: &str = "records";
+const CF_TIME: &str = "time";
+
+/// Keys of the per-group `state` values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StateKey {
+    /// The last vote (opaque bytes owned by the Raft layer).
+    Vote = 1,
+    /// The committed log id.
+    Committed = 2,
+    /// The last purged log id.
+    LastPurged = 3,
+    /// Applied state of the state machine (applied log id, membership, last arrival time).
+    Applied = 4,
+    /// Metadata of the current snapshot.
+    SnapshotMeta = 5,
+    /// The metadata group's whole state machine.
+    MetaState = 6,
+    /// Trim horizon of a shard: the first position that retention has not removed.
+    TrimHorizon = 7,
+    /// Node-level identity (only used with the node's reserved group id).
+    NodeIdentity = 8,
+}
+
+/// Tuning knobs of the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Size of the RocksDB block cache in bytes.
+    pub block_cache_bytes: usize,
+    /// When false, log appends are not fsynced. Only for tests of the harness that must catch
+    /// exactly this bug; never set it in production.
+    pub unsafe_skip_fsync: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: 64 << 20,
+            unsafe_skip_fsync: false,
+        }
+    }
+}
+
+/// The node's store. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    writer: LogWriter,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_bytes_per_sync(1 << 20);
+        let mut block = rocksdb::BlockBasedOptions::default();
+        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
+        block.set_block_cache(&cache);
+        let cf = |name: &str| {
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&block);
+            if name == CF_RECORDS || name == CF_LOG {
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let cfs = vec![cf(CF_LOG), cf(CF_STATE), cf(CF_RECORDS), cf(CF_TIME)];
+        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
+        let writer = LogWriter::start(db.clone(), options.unsafe_skip_fsync)?;
+        Ok(Store {
+            inner: Arc::new(Inner { db, writer }),
+        })
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.inner
+            .db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Corrupt(format!("missing column family {name}")))
+    }
+
+    /// The group-commit writer for Raft log appends.
+    pub fn log_writer(&self) -> &LogWriter {
+        &self.inner.writer
+    }
+
+    // ---------------------------------------------------------------- Raft log
+
+    /// Builds the batch for appending `entries` (index, bytes) of `group`; hand it to
+    /// [`LogWriter::submit`] to make it durable.
+    pub fn log_append_batch(&self, group: u64, entries: &[(u64, Vec<u8>)]) -> Result<WriteBatch> {
+        let cf = self.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        for (index, bytes) in entries {
+            batch.put_cf(cf, log_key(group, *index), bytes);
+        }
+        Ok(batch)
+    }
+
+    /// Reads log entries of `group` with `start <= index < end`, in order.
+    pub fn log_range(&self, group: u64, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let cf = self.cf(CF_LOG)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(log_key(group, end).to_vec());
+        let from = log_key(group, start);
+        let iter = self
+            .db()
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&from, Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            let index = keys::decode_log_key(&k, group)?;
+            out.push((index, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last log entry of `group`, if any.
+    pub fn log_last(&self, group: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let cf = self.cf(CF_LOG)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(log_key(group, 0).to_vec());
+        let upper = log_key(group, u64::MAX);
+        let mut iter = self
+            .db()
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&upper, Direction::Reverse));
+        match iter.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                if k.len() < 8 || k[..8] != group.to_be_bytes() {
+                    return Ok(None);
+                }
+                let index = keys::decode_log_key(&k, group)?;
+                Ok(Some((index, v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Builds the batch that removes log entries of `group` with index >= `from` (a conflicting
+    /// suffix). Submit it through the [`LogWriter`] so it is ordered with queued appends.
+    pub fn log_truncate_batch(&self, group: u64, from: u64) -> Result<WriteBatch> {
+        let cf = self.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, &log_key(group, from)[..], &group_upper(group)[..]);
+        Ok(batch)
+    }
+
+    /// Builds the batch that removes log entries of `group` with index <= `upto` and records
+    /// `purged` (opaque bytes of the last purged log id). Submit it through the [`LogWriter`].
+    pub fn log_purge_batch(&self, group: u64, upto: u64, purged: &[u8]) -> Result<WriteBatch> {
+        let cf = self.cf(CF_LOG)?;
+        let state = self.cf(CF_STATE)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, &log_key(group, 0)[..], &log_key(group, upto.saturating_add(1))[..]);
+        batch.put_cf(state, state_key(group, StateKey::LastPurged), purged);
+        Ok(batch)
+    }
+
+    // ------------------------------------------------------------- state values
+
+    /// Reads a state value.
+    pub fn get_state(&self, group: u64, key: StateKey) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf(CF_STATE)?;
+        Ok(self.db().get_cf(cf, state_key(group, key))?)
+    }
+
+    /// Writes a state value; `sync` makes it durable before returning.
+    pub fn put_state(&self, group: u64, key: StateKey, value: &[u8], sync: bool) -> Result<()> {
+        let cf = self.cf(CF_STATE)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, state_key(group, key), value);
+        if sync {
+            self.write_sync(batch)
+        } else {
+            self.write_nosync(batch)
+        }
+    }
+
+    /// Writes several state values of one group atomically.
+    pub fn put_states(&self, group: u64, values: &[(StateKey, &[u8])], sync: bool) -> Result<()> {
+        let cf = self.cf(CF_STATE)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in values {
+            batch.put_cf(cf, state_key(group, *key), value);
+        }
+        if sync {
+            self.write_sync(batch)
+        } else {
+            self.write_nosync(batch)
+        }
+    }
+
+    // ------------------------------------------------------------------ records
+
+    /// Applies records of one Raft entry to a shard group: the records (at positions
+    /// `(log_index, 0..)`), the time index entry and the applied state, in one atomic batch.
+    /// An entry with no records still updates the applied state.
+    pub fn apply_records(
+        &self,
+        group: u64,
+        log_index: u64,
+        arrival_ms: u64,
+        records: &[RecordIn],
+        applied: &[u8],
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.add_records_to_batch(&mut batch, group, log_index, arrival_ms, records)?;
+        batch.put_cf(self.cf(CF_STATE)?, state_key(group, StateKey::Applied), applied);
+        self.write_nosync(batch)
+    }
+
+    /// Adds the records of one entry to `batch` (used by [`Store::apply_records`] and snapshot
+    /// installation).
+    pub fn add_records_to_batch(
+        &self,
+        batch: &mut WriteBatch,
+        group: u64,
+        log_index: u64,
+        arrival_ms: u64,
+        records: &[RecordIn],
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let rec_cf = self.cf(CF_RECORDS)?;
+        let time_cf = self.cf(CF_TIME)?;
+        for (sub, rec) in records.iter().enumerate() {
+            let sub = u32::try_from(sub).map_err(|_| Error::Invalid("too many records in one entry".into()))?;
+            batch.put_cf(rec_cf, record_key(group, Position { log_index, sub }), record::encode(rec, arrival_ms));
+        }
+        batch.put_cf(time_cf, time_key(group, arrival_ms, log_index), []);
+        Ok(())
+    }
+
+    /// Writes a prepared batch without fsync (state machine data is rebuilt from the durable log).
+    pub fn write_nosync(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        Ok(self.db().write_opt(batch, &wo)?)
+    }
+
+    /// Writes a prepared batch with fsync.
+    pub fn write_sync(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        Ok(self.db().write_opt(batch, &wo)?)
+    }
+
+    /// Reads up to `max_records` records of `group` starting at `from` and strictly before
+    /// `end` (the applied frontier), stopping once `max_bytes` of data would be exceeded (at least
+    /// one record is returned if any exists, as Kinesis does for records below the limit).
+    pub fn read_records(
+        &self,
+        group: u64,
+        from: Position,
+        end: Position,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(Position, StoredRecord)>> {
+        if from >= end || max_records == 0 {
+            return Ok(Vec::new());
+        }
+        let cf = self.cf(CF_RECORDS)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(record_key(group, end).to_vec());
+        let start = record_key(group, from);
+        let iter = self
+            .db()
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for item in iter {
+            let (k, v) = item?;
+            let pos = keys::decode_record_key(&k, group)?;
+            let rec = record::decode(&v)?;
+            let size = rec.data.len() as u64 + rec.partition_key.len() as u64;
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push((pos, rec));
+            if out.len() >= max_records {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The position of the first record whose arrival time is >= `ts_ms`, or `None` if no record
+    /// arrived at or after it.
+    pub fn first_position_at_or_after(&self, group: u64, ts_ms: u64) -> Result<Option<Position>> {
+        let cf = self.cf(CF_TIME)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(group_upper(group).to_vec());
+        let start = time_key(group, ts_ms, 0);
+        let mut iter = self
+            .db()
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
+        match iter.next() {
+            Some(item) => {
+                let (k, _) = item?;
+                let (_, log_index) = keys::decode_time_key(&k, group)?;
+                Ok(Some(Position { log_index, sub: 0 }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The trim horizon of `group`: the first position retention has not removed.
+    pub fn trim_horizon(&self, group: u64) -> Result<Position> {
+        match self.get_state(group, StateKey::TrimHorizon)? {
+            Some(v) => keys::decode_position(&v),
+            None => Ok(Position::START),
+        }
+    }
+
+    /// Removes records of `group` that arrived before `cutoff_ms`. Returns the new trim horizon
+    /// and how many entries (time-index rows) were removed. The horizon only moves forward.
+    pub fn trim_before(&self, group: u64, cutoff_ms: u64) -> Result<(Position, u64)> {
+        let time_cf = self.cf(CF_TIME)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(time_key(group, cutoff_ms, 0).to_vec());
+        let start = group_prefix(group);
+        let iter = self
+            .db()
+            .iterator_cf_opt(time_cf, ro, IteratorMode::From(&start, Direction::Forward));
+        let mut last_index = None;
+        let mut removed = 0u64;
+        for item in iter {
+            let (k, _) = item?;
+            let (_, log_index) = keys::decode_time_key(&k, group)?;
+            last_index = Some(last_index.map_or(log_index, |l: u64| l.max(log_index)));
+            removed += 1;
+        }
+        let old = self.trim_horizon(group)?;
+        let Some(last) = last_index else {
+            return Ok((old, 0));
+        };
+        let horizon = Position { log_index: last.saturating_add(1), sub: 0 }.max(old);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_RECORDS)?, &record_key(group, Position::START)[..], &record_key(group, horizon)[..]);
+        batch.delete_range_cf(time_cf, &group_prefix(group)[..], &time_key(group, cutoff_ms, 0)[..]);
+        batch.put_cf(self.cf(CF_STATE)?, state_key(group, StateKey::TrimHorizon), keys::encode_position(horizon));
+        self.write_nosync(batch)?;
+        metrics::RETENTION_TRIMMED.inc_by(removed);
+        Ok((horizon, removed))
+    }
+
+    /// Removes every record and time-index row of `group` (before installing a snapshot).
+    pub fn clear_records(&self, group: u64) -> Result<WriteBatch> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_RECORDS)?, &group_prefix(group)[..], &group_upper(group)[..]);
+        batch.delete_range_cf(self.cf(CF_TIME)?, &group_prefix(group)[..], &group_upper(group)[..]);
+        batch.delete_cf(self.cf(CF_STATE)?, state_key(group, StateKey::TrimHorizon));
+        Ok(batch)
+    }
+
+    /// Puts a state value into a batch.
+    pub fn batch_put_state(&self, batch: &mut WriteBatch, group: u64, key: StateKey, value: &[u8]) -> Result<()> {
+        batch.put_cf(self.cf(CF_STATE)?, state_key(group, key), value);
+        Ok(())
+    }
+
+    /// Removes everything stored for `group` (its replica was removed from this node).
+    pub fn destroy_group(&self, group: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for name in [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME] {
+            batch.delete_range_cf(self.cf(name)?, &group_prefix(group)[..], &group_upper(group)[..]);
+        }
+        self.write_sync(batch)
+    }
+
+    /// Approximate bytes on disk of live data (all column families).
+    pub fn approximate_size(&self) -> u64 {
+        let mut total = 0;
+        for name in [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME] {
+            if let Ok(cf) = self.cf(name) {
+                if let Ok(Some(v)) = self
+                    .db()
+                    .property_int_value_cf(cf, "rocksdb.estimate-live-data-size")
+                {
+                    total += v;
+                }
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(pk: &str, data: &str) -> RecordIn {
+        RecordIn {
+            partition_key: pk.into(),
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+            encryption: bytes::Bytes::new(),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn records_read_back_in_order_within_bounds() {
+        let (_d, s) = open();
+        s.apply_records(5, 3, 1000, &[rec("a", "1"), rec("b", "2")], b"applied3").unwrap();
+        s.apply_records(5, 4, 1001, &[], b"applied4").unwrap();
+        s.apply_records(5, 6, 1002, &[rec("c", "3")], b"applied6").unwrap();
+        s.apply_records(6, 1, 1000, &[rec("other", "x")], b"g6").unwrap();
+        assert_eq!(s.get_state(5, StateKey::Applied).unwrap().unwrap(), b"applied6");
+        let end = Position { log_index: 7, sub: 0 };
+        let all = s.read_records(5, Position::START, end, 100, u64::MAX).unwrap();
+        let got: Vec<(u64, u32, &str)> = all
+            .iter()
+            .map(|(p, r)| (p.log_index, p.sub, r.partition_key.as_str()))
+            .collect();
+        assert_eq!(got, vec![(3, 0, "a"), (3, 1, "b"), (6, 0, "c")]);
+        assert_eq!(all[2].1.arrival_ms, 1002);
+        // Bounded by the end position, by count and by bytes (at least one record).
+        assert_eq!(s.read_records(5, Position::START, Position { log_index: 6, sub: 0 }, 100, u64::MAX).unwrap().len(), 2);
+        assert_eq!(s.read_records(5, Position { log_index: 3, sub: 1 }, end, 1, u64::MAX).unwrap()[0].0.sub, 1);
+        assert_eq!(s.read_records(5, Position::START, end, 100, 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn time_index_and_retention_trim() {
+        let (_d, s) = open();
+        for i in 1..=10u64 {
+            s.apply_records(9, i, 1000 * i, &[rec("k", &i.to_string())], b"a").unwrap();
+        }
+        assert_eq!(s.first_position_at_or_after(9, 2500).unwrap(), Some(Position { log_index: 3, sub: 0 }));
+        assert_eq!(s.first_position_at_or_after(9, 3000).unwrap(), Some(Position { log_index: 3, sub: 0 }));
+        assert_eq!(s.first_position_at_or_after(9, 10_001).unwrap(), None);
+        let (h, n) = s.trim_before(9, 4000).unwrap();
+        assert_eq!((h, n), (Position { log_index: 4, sub: 0 }, 3));
+        assert_eq!(s.trim_horizon(9).unwrap(), h);
+        let left = s.read_records(9, Position::START, Position { log_index: 11, sub: 0 }, 100, u64::MAX).unwrap();
+        assert_eq!(left.first().unwrap().0.log_index, 4);
+        assert_eq!(left.len(), 7);
+        // The horizon never moves back.
+        let (h2, n2) = s.trim_before(9, 10).unwrap();
+        assert_eq!((h2, n2), (h, 0));
+    }
+
+    #[tokio::test]
+    async fn log_append_truncate_purge_through_writer() {
+        let (_d, s) = open();
+        let batch = s.log_append_batch(1, &[(1, b"e1".to_vec()), (2, b"e2".to_vec()), (3, b"e3".to_vec())]).unwrap();
+        s.log_writer().write(batch).await.unwrap();
+        assert_eq!(s.log_last(1).unwrap().unwrap().0, 3);
+        assert_eq!(s.log_last(2).unwrap(), None);
+        s.log_writer().write(s.log_truncate_batch(1, 3).unwrap()).await.unwrap();
+        assert_eq!(s.log_last(1).unwrap().unwrap().0, 2);
+        s.log_writer().write(s.log_purge_batch(1, 1, b"p").unwrap()).await.unwrap();
+        let rows = s.log_range(1, 0, 10).unwrap();
+        assert_eq!(rows, vec![(2, b"e2".to_vec())]);
+        assert_eq!(s.get_state(1, StateKey::LastPurged).unwrap().unwrap(), b"p");
+        s.destroy_group(1).unwrap();
+        assert_eq!(s.log_last(1).unwrap(), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! Group commit for Raft log writes.
+//!
+//! One OS thread owns every durable log write of the node. Callers submit prepared write batches
+//! (appends, truncations, purges of any group) with a completion callback; the thread takes all
+//! jobs that queued up while it was busy, writes them in submission order, makes them durable with
+//! a single WAL `fsync`, and only then runs their callbacks. So:
+//!
+//! * a callback never runs before the `fsync` that covers its batch (the Raft flush contract);
+//! * jobs of one group are applied in the order they were submitted (truncate after append is
+//!   never reordered);
+//! * many groups share each `fsync` (group commit), which is where throughput comes from.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use crate::error::{Error, Result};
+use crate::metrics;
+
+/// Completion callback of a submitted job.
+pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
+
+struct Job {
+    batch: WriteBatch,
+    done: Done,
+}
+
+/// Handle to the group-commit thread. Dropping the last handle stops the thread after it
+/// finished the jobs already queued.
+pub struct LogWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Most jobs written under one fsync.
+const MAX_JOBS_PER_SYNC: usize = 4096;
+
+impl LogWriter {
+    pub(crate) fn start(db: Arc<DB>, skip_fsync: bool) -> Result<LogWriter> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("runnel-log-writer".into())
+            .spawn(move || run(db, rx, skip_fsync))
+            .map_err(|e| Error::Io(format!("cannot start log writer thread: {e}")))?;
+        Ok(LogWriter { tx })
+    }
+
+    /// Queues `batch`; `done` runs after it is durable (or with the error that prevented it).
+    pub fn submit(&self, batch: WriteBatch, done: Done) {
+        if let Err(mpsc::SendError(job)) = self.tx.send(Job { batch, done }) {
+            (job.done)(Err(Error::Closed));
+        }
+    }
+
+    /// Queues `batch` and waits until it is durable.
+    pub async fn write(&self, batch: WriteBatch) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            batch,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+fn run(db: Arc<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
+    let mut jobs = Vec::with_capacity(64);
+    let nosync = {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        wo
+    };
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_JOBS_PER_SYNC {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut entries = 0usize;
+        let mut failed: Option<Error> = None;
+        let mut results: Vec<Result<()>> = Vec::with_capacity(jobs.len());
+        for job in jobs.iter_mut() {
+            // Once a write failed, later jobs are not written (their order relative to the failed
+            // one must be kept), and all of them fail.
+            if let Some(err) = &failed {
+                results.push(Err(err.clone()));
+                continue;
+            }
+            entries += job.batch.len();
+            let batch = std::mem::take(&mut job.batch);
+            match db.write_opt(batch, &nosync) {
+                Ok(()) => results.push(Ok(())),
+                Err(e) => {
+                    let err = Error::from(e);
+                    failed = Some(err.clone());
+                    results.push(Err(err));
+                }
+            }
+        }
+        if !skip_fsync && results.iter().any(|r| r.is_ok()) {
+            let started = Instant::now();
+            if let Err(e) = db.flush_wal(true) {
+                let err = Error::from(e);
+                for r in results.iter_mut() {
+                    if r.is_ok() {
+                        *r = Err(err.clone());
+                    }
+                }
+            }
+            metrics::FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+        }
+        metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
+        metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
+        for (job, result) in jobs.drain(..).zip(results) {
+            (job.done)(result);
+        }
+    }
+}
