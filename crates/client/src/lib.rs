@@ -108,7 +108,12 @@ impl Client {
     }
 
     /// Creates a stream.
-    pub async fn create_stream(&self, name: &str, shards: u32, retention_hours: u32) -> Result<(), Error> {
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        shards: u32,
+        retention_hours: u32,
+    ) -> Result<(), Error> {
         self.raw()
             .create_stream(pb::CreateStreamRequest {
                 name: name.to_string(),
@@ -122,7 +127,11 @@ impl Client {
     }
 
     /// Waits until the stream is ACTIVE (or the timeout passes).
-    pub async fn wait_active(&self, name: &str, timeout: Duration) -> Result<pb::StreamSummary, Error> {
+    pub async fn wait_active(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<pb::StreamSummary, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.describe_stream_summary(name).await {
@@ -132,7 +141,9 @@ impl Client {
                 Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Unavailable(format!("stream {name} did not become ACTIVE in {timeout:?}")));
+                return Err(Error::Unavailable(format!(
+                    "stream {name} did not become ACTIVE in {timeout:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -141,7 +152,9 @@ impl Client {
     /// Deletes a stream.
     pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
         self.raw()
-            .delete_stream(pb::DeleteStreamRequest { stream: stream(name) })
+            .delete_stream(pb::DeleteStreamRequest {
+                stream: stream(name),
+            })
             .await
             .map_err(|s| from_status(&s))?;
         Ok(())
@@ -151,11 +164,14 @@ impl Client {
     pub async fn describe_stream_summary(&self, name: &str) -> Result<pb::StreamSummary, Error> {
         let r = self
             .raw()
-            .describe_stream_summary(pb::DescribeStreamSummaryRequest { stream: stream(name) })
+            .describe_stream_summary(pb::DescribeStreamSummaryRequest {
+                stream: stream(name),
+            })
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
-        r.summary.ok_or_else(|| Error::Internal("empty summary".into()))
+        r.summary
+            .ok_or_else(|| Error::Internal("empty summary".into()))
     }
 
     /// Every stream (all pages).
@@ -166,7 +182,10 @@ impl Client {
                 .raw()
                 .list_streams(pb::ListStreamsRequest {
                     limit: 100,
-                    exclusive_start_stream_name: out.last().map(|s| s.name.clone()).unwrap_or_default(),
+                    exclusive_start_stream_name: out
+                        .last()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| from_status(&s))?
@@ -186,7 +205,10 @@ impl Client {
                 .raw()
                 .list_shards(pb::ListShardsRequest {
                     stream: stream(name),
-                    exclusive_start_shard_id: out.last().map(|s| s.shard_id.clone()).unwrap_or_default(),
+                    exclusive_start_shard_id: out
+                        .last()
+                        .map(|s| s.shard_id.clone())
+                        .unwrap_or_default(),
                     max_results: 1000,
                 })
                 .await
@@ -201,7 +223,12 @@ impl Client {
     }
 
     /// Writes one record; returns (shard id, sequence number).
-    pub async fn put_record(&self, name: &str, partition_key: &str, data: Vec<u8>) -> Result<(String, String), Error> {
+    pub async fn put_record(
+        &self,
+        name: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+    ) -> Result<(String, String), Error> {
         let r = self
             .raw()
             .put_record(pb::PutRecordRequest {
@@ -243,7 +270,12 @@ impl Client {
     }
 
     /// Gets a shard iterator.
-    pub async fn shard_iterator(&self, name: &str, shard_id: &str, start: &Start) -> Result<String, Error> {
+    pub async fn shard_iterator(
+        &self,
+        name: &str,
+        shard_id: &str,
+        start: &Start,
+    ) -> Result<String, Error> {
         use pb::ShardIteratorType as T;
         let (ty, seq, ts) = match start {
             Start::TrimHorizon => (T::TrimHorizon, String::new(), 0),
@@ -268,7 +300,11 @@ impl Client {
     }
 
     /// Reads records with an iterator.
-    pub async fn get_records(&self, iterator: &str, limit: u32) -> Result<pb::GetRecordsResponse, Error> {
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<pb::GetRecordsResponse, Error> {
         Ok(self
             .raw()
             .get_records(pb::GetRecordsRequest {
@@ -298,7 +334,10 @@ mod tests {
     #[test]
     fn start_parses() {
         assert_eq!("trim-horizon".parse::<Start>().unwrap(), Start::TrimHorizon);
-        assert_eq!("after:12".parse::<Start>().unwrap(), Start::After("12".into()));
+        assert_eq!(
+            "after:12".parse::<Start>().unwrap(),
+            Start::After("12".into())
+        );
         assert_eq!("timestamp:5".parse::<Start>().unwrap(), Start::Timestamp(5));
         assert!("timestamp:x".parse::<Start>().is_err());
         assert!("sideways".parse::<Start>().is_err());
@@ -307,8 +346,14 @@ mod tests {
     #[test]
     fn status_maps_back_to_kinesis_errors() {
         let mut s = tonic::Status::not_found("Stream x not found");
-        s.metadata_mut().insert("x-kinesis-error", "ResourceNotFoundException".parse().unwrap());
-        assert_eq!(from_status(&s), Error::ResourceNotFound("Stream x not found".into()));
+        s.metadata_mut().insert(
+            "x-kinesis-error",
+            "ResourceNotFoundException".parse().unwrap(),
+        );
+        assert_eq!(
+            from_status(&s),
+            Error::ResourceNotFound("Stream x not found".into())
+        );
         assert!(from_status(&tonic::Status::unavailable("down")).is_retryable());
     }
 }

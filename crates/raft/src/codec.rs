@@ -28,7 +28,11 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(3, 7), 42),
             payload: EntryPayload::Normal(Command::Records {
                 arrival_ms: 1_700_000_000_000,
-                records: vec![WireRecord { partition_key: "k".into(), data: vec![1, 2, 3], encryption: vec![] }],
+                records: vec![WireRecord {
+                    partition_key: "k".into(),
+                    data: vec![1, 2, 3],
+                    encryption: vec![],
+                }],
             }),
         };
         let back: Entry = decode(&encode(&e).unwrap()).unwrap();

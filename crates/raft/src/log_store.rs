@@ -22,7 +22,11 @@ pub struct LogStore {
     store: Store,
 }
 
-fn io_err(subject: ErrorSubject<ReplicaId>, verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<ReplicaId>,
+    verb: ErrorVerb,
+    e: impl std::fmt::Display,
+) -> StorageError {
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
@@ -41,7 +45,11 @@ impl LogStore {
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
-        match self.store.get_state(self.group, StateKey::LastPurged).map_err(read_err)? {
+        match self
+            .store
+            .get_state(self.group, StateKey::LastPurged)
+            .map_err(read_err)?
+        {
             Some(v) => Ok(Some(decode::<LogId>(&v).map_err(read_err)?)),
             None => Ok(None),
         }
@@ -63,7 +71,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
-        let rows = self.store.log_range(self.group, start, end).map_err(read_err)?;
+        let rows = self
+            .store
+            .log_range(self.group, start, end)
+            .map_err(read_err)?;
         rows.into_iter()
             .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(read_err))
             .collect()
@@ -109,7 +120,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .get_state(self.group, StateKey::Vote)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))?
         {
-            Some(v) => Ok(Some(decode(&v).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))?)),
+            Some(v) => {
+                Ok(Some(decode(&v).map_err(|e| {
+                    io_err(ErrorSubject::Vote, ErrorVerb::Read, e)
+                })?))
+            }
             None => Ok(None),
         }
     }
@@ -122,13 +137,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        match self.store.get_state(self.group, StateKey::Committed).map_err(read_err)? {
+        match self
+            .store
+            .get_state(self.group, StateKey::Committed)
+            .map_err(read_err)?
+        {
             Some(v) => Ok(decode(&v).map_err(read_err)?),
             None => Ok(None),
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -137,7 +160,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             rows.push((entry.log_id.index, encode(&entry).map_err(write_err)?));
         }
-        let batch = self.store.log_append_batch(self.group, &rows).map_err(write_err)?;
+        let batch = self
+            .store
+            .log_append_batch(self.group, &rows)
+            .map_err(write_err)?;
         self.store.log_writer().submit(
             batch,
             Box::new(move |result| {
@@ -148,8 +174,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let batch = self.store.log_truncate_batch(self.group, log_id.index).map_err(write_err)?;
-        self.store.log_writer().write(batch).await.map_err(write_err)
+        let batch = self
+            .store
+            .log_truncate_batch(self.group, log_id.index)
+            .map_err(write_err)?;
+        self.store
+            .log_writer()
+            .write(batch)
+            .await
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -158,6 +191,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .store
             .log_purge_batch(self.group, log_id.index, &bytes)
             .map_err(write_err)?;
-        self.store.log_writer().write(batch).await.map_err(write_err)
+        self.store
+            .log_writer()
+            .write(batch)
+            .await
+            .map_err(write_err)
     }
 }

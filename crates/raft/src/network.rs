@@ -14,10 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, Snapshot};
 use runnel_proto::internal::v1::internal_client::InternalClient;
 use runnel_proto::internal::v1::{RaftKind, RaftRequest, SnapshotChunk};
@@ -79,7 +82,9 @@ impl PeerPool {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         if let Some(tls) = &self.tls {
-            ep = ep.tls_config(tls.clone()).map_err(|e| NetErr(e.to_string()))?;
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| NetErr(e.to_string()))?;
         }
         let ch = ep.connect_lazy();
         map.insert((node, snapshot), (addr.to_string(), ch.clone()));
@@ -125,12 +130,18 @@ pub struct GroupConn {
 type RpcErr = RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>;
 
 impl GroupConn {
-    async fn call<Req, Resp>(&self, kind: RaftKind, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr>
+    async fn call<Req, Resp>(
+        &self,
+        kind: RaftKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
-        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
+        let payload = encode(req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
         let ch = self
             .pool
             .channel(self.node.node, &self.node.addr, false)
@@ -145,16 +156,32 @@ impl GroupConn {
             payload: payload.into(),
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), client.raft(request)).await {
-            Err(_) => return Err(RPCError::Unreachable(Unreachable::new(&NetErr("raft rpc timed out".into())))),
-            Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&NetErr(status.to_string())))),
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&NetErr(
+                    "raft rpc timed out".into(),
+                ))))
+            }
+            Ok(Err(status)) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&NetErr(
+                    status.to_string(),
+                ))))
+            }
             Ok(Ok(r)) => r.into_inner(),
         };
         if !reply.unavailable.is_empty() {
-            return Err(RPCError::Unreachable(Unreachable::new(&NetErr(reply.unavailable))));
+            return Err(RPCError::Unreachable(Unreachable::new(&NetErr(
+                reply.unavailable,
+            ))));
         }
-        let result: Result<Resp, RaftError<ReplicaId>> =
-            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        let result: Result<Resp, RaftError<ReplicaId>> = decode(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 }
 
@@ -167,7 +194,11 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         self.call(RaftKind::AppendEntries, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<ReplicaId>, option: RPCOption) -> Result<VoteResponse<ReplicaId>, RpcErr> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ReplicaId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ReplicaId>, RpcErr> {
         self.call(RaftKind::Vote, &rpc, &option).await
     }
 
@@ -179,7 +210,8 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         option: RPCOption,
     ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
         let unreachable = |e: String| StreamingError::Unreachable(Unreachable::new(&NetErr(e)));
-        let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| unreachable(e.to_string()))?;
+        let header =
+            encode(&(vote, snapshot.meta.clone())).map_err(|e| unreachable(e.to_string()))?;
         let data = snapshot.snapshot.into_inner();
         let ch = self
             .pool
@@ -199,7 +231,11 @@ impl RaftNetwork<TypeConfig> for GroupConn {
             chunks.push(SnapshotChunk {
                 group_id: group,
                 target,
-                header: if first { header.clone().into() } else { Default::default() },
+                header: if first {
+                    header.clone().into()
+                } else {
+                    Default::default()
+                },
                 data: piece.map(|p| p.to_vec()).unwrap_or_default().into(),
                 last,
             });
@@ -231,6 +267,8 @@ impl RaftNetwork<TypeConfig> for GroupConn {
     }
 }
 
-fn tokio_stream_iter(chunks: Vec<SnapshotChunk>) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
+fn tokio_stream_iter(
+    chunks: Vec<SnapshotChunk>,
+) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
     futures::stream::iter(chunks)
 }

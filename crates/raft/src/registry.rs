@@ -115,13 +115,20 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new(node_id: u64, store: Store, pool: Arc<PeerPool>, options: RegistryOptions) -> Arc<Registry> {
+    pub fn new(
+        node_id: u64,
+        store: Store,
+        pool: Arc<PeerPool>,
+        options: RegistryOptions,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
             node_id,
             store,
@@ -145,7 +152,11 @@ impl Registry {
         let o = &self.options;
         let (hb, (emin, emax), snap) = match kind {
             GroupKind::Meta => (o.meta_heartbeat_ms, o.meta_election_ms, 1000),
-            GroupKind::Shard => (o.shard_heartbeat_ms, o.shard_election_ms, o.shard_snapshot_logs),
+            GroupKind::Shard => (
+                o.shard_heartbeat_ms,
+                o.shard_election_ms,
+                o.shard_snapshot_logs,
+            ),
         };
         let config = Config {
             cluster_name: format!("runnel-group-{group}"),
@@ -158,7 +169,10 @@ impl Registry {
             max_in_snapshot_log_to_keep: o.logs_to_keep,
             ..Default::default()
         };
-        config.validate().map(Arc::new).map_err(|e| Error::Raft(e.to_string()))
+        config
+            .validate()
+            .map(Arc::new)
+            .map_err(|e| Error::Raft(e.to_string()))
     }
 
     /// Starts hosting `group` as replica `replica`. Idempotent for the same replica id; a different
@@ -198,7 +212,10 @@ impl Registry {
             frontier,
         };
         let raced = {
-            let mut groups = self.groups.write().map_err(|_| Error::Raft("registry lock poisoned".into()))?;
+            let mut groups = self
+                .groups
+                .write()
+                .map_err(|_| Error::Raft("registry lock poisoned".into()))?;
             match groups.get(&group) {
                 Some(existing) => Some(existing.raft.clone()),
                 None => {
@@ -225,7 +242,13 @@ impl Registry {
             .remove(&group);
         if let Some(h) = removed {
             let _ = h.raft.shutdown().await;
-            tracing::info!(group, replica = h.replica, node = self.node_id, destroy, "stopped raft group");
+            tracing::info!(
+                group,
+                replica = h.replica,
+                node = self.node_id,
+                destroy,
+                "stopped raft group"
+            );
         }
         if destroy {
             self.store.destroy_group(group)?;
@@ -268,7 +291,10 @@ impl Registry {
                 let m = h.raft.metrics().borrow().clone();
                 let membership = m.membership_config.membership();
                 let node_of = |id: &ReplicaId| membership.get_node(id).map(|n| n.node);
-                let voter_nodes = membership.voter_ids().filter_map(|id| node_of(&id)).collect();
+                let voter_nodes = membership
+                    .voter_ids()
+                    .filter_map(|id| node_of(&id))
+                    .collect();
                 GroupStatus {
                     group,
                     info: h.info.clone(),
@@ -292,7 +318,10 @@ impl Registry {
         let h = self.hosted(group)?;
         let m = h.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
-        m.membership_config.membership().get_node(&leader).map(|n| n.node)
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.node)
     }
 
     /// True if the replica of `group` on this node is the leader.
@@ -315,10 +344,12 @@ impl Registry {
             ));
         }
         let payload = match RaftKind::try_from(req.kind) {
-            Ok(RaftKind::AppendEntries) => match decode::<AppendEntriesRequest<TypeConfig>>(&req.payload) {
-                Ok(rpc) => encode(&h.raft.append_entries(rpc).await),
-                Err(e) => return unavailable(format!("bad append-entries payload: {e}")),
-            },
+            Ok(RaftKind::AppendEntries) => {
+                match decode::<AppendEntriesRequest<TypeConfig>>(&req.payload) {
+                    Ok(rpc) => encode(&h.raft.append_entries(rpc).await),
+                    Err(e) => return unavailable(format!("bad append-entries payload: {e}")),
+                }
+            }
             Ok(RaftKind::Vote) => match decode::<VoteRequest<ReplicaId>>(&req.payload) {
                 Ok(rpc) => encode(&h.raft.vote(rpc).await),
                 Err(e) => return unavailable(format!("bad vote payload: {e}")),

@@ -14,7 +14,9 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+};
 use runnel_storage::{RecordIn, StateKey, Store, WriteBatch};
 use runnel_types::Position;
 use serde::{Deserialize, Serialize};
@@ -22,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
 use crate::{
-    Command, CommandResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-    WireRecord,
+    Command, CommandResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig, WireRecord,
 };
 
 /// The metadata state machine's logic, provided by the server.
@@ -97,16 +99,30 @@ pub struct StateMachine {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(ErrorSubject::Snapshot(None), verb, openraft::AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 impl StateMachine {
     /// Loads the state machine of `group` from `store`.
-    pub fn open(group: u64, kind: SmKind, store: Store) -> crate::Result<(StateMachine, watch::Receiver<Frontier>)> {
+    pub fn open(
+        group: u64,
+        kind: SmKind,
+        store: Store,
+    ) -> crate::Result<(StateMachine, watch::Receiver<Frontier>)> {
         let applied: AppliedState = match store.get_state(group, StateKey::Applied)? {
             Some(v) => decode(&v)?,
             None => AppliedState::default(),
@@ -139,7 +155,10 @@ impl StateMachine {
 
     fn snapshot_meta(&self) -> SnapshotMeta {
         let id = match &self.applied.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.applied.last_arrival_ms),
+            Some(l) => format!(
+                "{}-{}-{}",
+                l.leader_id, l.index, self.applied.last_arrival_ms
+            ),
             None => "empty".to_string(),
         };
         SnapshotMeta {
@@ -207,7 +226,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResponse::None
                 }
-                EntryPayload::Normal(Command::Records { arrival_ms, records }) => match &self.kind {
+                EntryPayload::Normal(Command::Records {
+                    arrival_ms,
+                    records,
+                }) => match &self.kind {
                     SmKind::Shard => {
                         let arrival = arrival_ms.max(self.applied.last_arrival_ms);
                         let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
@@ -231,11 +253,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             count,
                         }
                     }
-                    SmKind::Meta(_) => CommandResponse::Rejected("records sent to the metadata group".into()),
+                    SmKind::Meta(_) => {
+                        CommandResponse::Rejected("records sent to the metadata group".into())
+                    }
                 },
                 EntryPayload::Normal(Command::Meta(cmd)) => match &self.kind {
                     SmKind::Meta(applier) => CommandResponse::Meta(applier.apply(index, &cmd)),
-                    SmKind::Shard => CommandResponse::Rejected("metadata command sent to a shard group".into()),
+                    SmKind::Shard => {
+                        CommandResponse::Rejected("metadata command sent to a shard group".into())
+                    }
                 },
             };
             replies.push(reply);
@@ -249,7 +275,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .batch_put_state(&mut batch, self.group, StateKey::MetaState, &applier.save())
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
-        self.store.write_nosync(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.store
+            .write_nosync(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.publish();
         Ok(replies)
     }
@@ -273,7 +301,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let mut batch = WriteBatch::default();
         let mut applied = AppliedState {
@@ -283,14 +315,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         match &self.kind {
             SmKind::Meta(applier) => {
-                applier.restore(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                applier
+                    .restore(&data)
+                    .map_err(|e| snap_err(ErrorVerb::Read, e))?;
                 self.store
                     .batch_put_state(&mut batch, self.group, StateKey::MetaState, &data)
                     .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             }
             SmKind::Shard => {
-                let snap: ShardSnapshot = decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-                batch = self.store.clear_records(self.group).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+                let snap: ShardSnapshot =
+                    decode(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                batch = self
+                    .store
+                    .clear_records(self.group)
+                    .map_err(|e| snap_err(ErrorVerb::Write, e))?;
                 for e in snap.entries {
                     let recs: Vec<RecordIn> = e
                         .records
@@ -302,11 +340,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         })
                         .collect();
                     self.store
-                        .add_records_to_batch(&mut batch, self.group, e.log_index, e.arrival_ms, &recs)
+                        .add_records_to_batch(
+                            &mut batch,
+                            self.group,
+                            e.log_index,
+                            e.arrival_ms,
+                            &recs,
+                        )
                         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
                 }
                 self.store
-                    .batch_put_state(&mut batch, self.group, StateKey::TrimHorizon, &position_bytes(snap.trim))
+                    .batch_put_state(
+                        &mut batch,
+                        self.group,
+                        StateKey::TrimHorizon,
+                        &position_bytes(snap.trim),
+                    )
                     .map_err(|e| snap_err(ErrorVerb::Write, e))?;
                 applied.last_arrival_ms = snap.last_arrival_ms;
             }
@@ -327,7 +376,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .batch_put_state(&mut batch, self.group, StateKey::SnapshotMeta, &stored)
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.store.write_sync(batch).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.store
+            .write_sync(batch)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.applied = applied;
         self.publish();
         Ok(())
@@ -346,7 +397,9 @@ fn shard_snapshot_data(
     last_arrival_ms: u64,
 ) -> Result<Vec<u8>, StorageError> {
     let upto = meta.last_log_id.map_or(0, |l| l.index);
-    let trim = store.trim_horizon(group).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let trim = store
+        .trim_horizon(group)
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
     let end = Position {
         log_index: upto.saturating_add(1),
         sub: 0,

@@ -13,10 +13,19 @@ use runnel_server::config::{parse_peers, NodeConfig};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "runnel", version, about = "Runnel: a Kinesis-compatible, Raft-replicated stream store")]
+#[command(
+    name = "runnel",
+    version,
+    about = "Runnel: a Kinesis-compatible, Raft-replicated stream store"
+)]
 struct Cli {
     /// gRPC endpoint of any node (client commands).
-    #[arg(long, global = true, env = "RUNNEL_ENDPOINT", default_value = "http://127.0.0.1:4600")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNEL_ENDPOINT",
+        default_value = "http://127.0.0.1:4600"
+    )]
     endpoint: String,
     /// Output format of client commands (json: one object per line).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -139,7 +148,10 @@ enum ClusterCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -182,7 +194,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .map_err(fmt_err)?;
                 match output {
                     Output::Text => println!("{shard} {seq}"),
-                    Output::Json => println!("{}", json!({"shard_id": shard, "sequence_number": seq})),
+                    Output::Json => {
+                        println!("{}", json!({"shard_id": shard, "sequence_number": seq}))
+                    }
                 }
             }
             Ok(())
@@ -195,10 +209,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             let client = Client::connect_lazy(&cli.endpoint).map_err(|e| e.to_string())?;
             let shard = normalize_shard(&shard)?;
-            let mut it = client.shard_iterator(&stream, &shard, &from).await.map_err(fmt_err)?;
+            let mut it = client
+                .shard_iterator(&stream, &shard, &from)
+                .await
+                .map_err(fmt_err)?;
             let mut left = limit;
             while left > 0 {
-                let r = client.get_records(&it, left.min(10_000)).await.map_err(fmt_err)?;
+                let r = client
+                    .get_records(&it, left.min(10_000))
+                    .await
+                    .map_err(fmt_err)?;
                 let n = r.records.len() as u32;
                 for rec in &r.records {
                     print_record(output, &shard, rec);
@@ -241,7 +261,12 @@ fn print_record(output: Output, shard: &str, rec: &pb::Record) {
     let text = String::from_utf8(rec.data.to_vec());
     match output {
         Output::Text => {
-            let data = text.unwrap_or_else(|_| format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(&rec.data)));
+            let data = text.unwrap_or_else(|_| {
+                format!(
+                    "base64:{}",
+                    base64::engine::general_purpose::STANDARD.encode(&rec.data)
+                )
+            });
             println!(
                 "{shard} {} {} {} {}",
                 rec.sequence_number, rec.partition_key, rec.approximate_arrival_timestamp_ms, data
@@ -262,7 +287,9 @@ fn print_record(output: Output, shard: &str, rec: &pb::Record) {
 }
 
 fn status_name(s: i32) -> &'static str {
-    pb::StreamStatus::try_from(s).map(|x| x.as_str_name()).unwrap_or("UNKNOWN")
+    pb::StreamStatus::try_from(s)
+        .map(|x| x.as_str_name())
+        .unwrap_or("UNKNOWN")
 }
 
 async fn stream_cmd(client: &Client, cmd: StreamCmd, output: Output) -> Result<(), String> {
@@ -280,7 +307,10 @@ async fn stream_cmd(client: &Client, cmd: StreamCmd, output: Output) -> Result<(
             let status = if no_wait {
                 "CREATING".to_string()
             } else {
-                let s = client.wait_active(&name, Duration::from_secs(60)).await.map_err(fmt_err)?;
+                let s = client
+                    .wait_active(&name, Duration::from_secs(60))
+                    .await
+                    .map_err(fmt_err)?;
                 status_name(s.status).to_string()
             };
             match output {
@@ -292,7 +322,12 @@ async fn stream_cmd(client: &Client, cmd: StreamCmd, output: Output) -> Result<(
         StreamCmd::List => {
             for s in client.list_streams().await.map_err(fmt_err)? {
                 match output {
-                    Output::Text => println!("{} {} shards={}", s.name, status_name(s.status), s.open_shard_count),
+                    Output::Text => println!(
+                        "{} {} shards={}",
+                        s.name,
+                        status_name(s.status),
+                        s.open_shard_count
+                    ),
                     Output::Json => println!(
                         "{}",
                         json!({"stream": s.name, "arn": s.arn, "status": status_name(s.status), "open_shards": s.open_shard_count})
@@ -302,7 +337,10 @@ async fn stream_cmd(client: &Client, cmd: StreamCmd, output: Output) -> Result<(
             Ok(())
         }
         StreamCmd::Describe { name } => {
-            let s = client.describe_stream_summary(&name).await.map_err(fmt_err)?;
+            let s = client
+                .describe_stream_summary(&name)
+                .await
+                .map_err(fmt_err)?;
             let shards = client.list_shards(&name).await.map_err(fmt_err)?;
             match output {
                 Output::Text => {
@@ -373,7 +411,13 @@ fn print_status(output: Output, s: &pb::ClusterStatusResponse) {
                 };
                 println!(
                     "group {} {} leader={} term={} replicas={:?} applied={} last_log={}",
-                    g.group_id, name, g.leader_node, g.term, g.replica_nodes, g.applied_index, g.last_log_index
+                    g.group_id,
+                    name,
+                    g.leader_node,
+                    g.term,
+                    g.replica_nodes,
+                    g.applied_index,
+                    g.last_log_index
                 );
             }
         }
@@ -400,7 +444,10 @@ async fn tail(client: &Client, stream: &str, from: Start, output: Output) -> Res
         let stream = stream.to_string();
         let from = from.clone();
         tasks.push(tokio::spawn(async move {
-            let mut it = client.shard_iterator(&stream, &sh.shard_id, &from).await.map_err(fmt_err)?;
+            let mut it = client
+                .shard_iterator(&stream, &sh.shard_id, &from)
+                .await
+                .map_err(fmt_err)?;
             loop {
                 let r = client.get_records(&it, 10_000).await.map_err(fmt_err)?;
                 for rec in &r.records {
@@ -423,7 +470,9 @@ async fn tail(client: &Client, stream: &str, from: Start, output: Output) -> Res
     }
 }
 
-async fn futures_first(tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>) -> Result<(), String> {
+async fn futures_first(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+) -> Result<(), String> {
     for t in tasks {
         match t.await {
             Ok(Ok(())) => {}
@@ -435,16 +484,23 @@ async fn futures_first(tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>) 
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| format!("--log: {e}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| format!("--log: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             NodeConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => NodeConfig::default(),
     };
-    config.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    config
+        .apply_env(std::env::vars())
+        .map_err(|e| e.to_string())?;
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
@@ -461,7 +517,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         config.peers = parse_peers(&v)?;
     }
     config.validate().map_err(|e| e.to_string())?;
-    let server = runnel_server::start(config).await.map_err(|e| e.to_string())?;
+    let server = runnel_server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
     eprintln!(
         "runnel node {} serving gRPC on {} and HTTP on {} (data in {})",
         server.node().config.node_id,

@@ -37,7 +37,11 @@ async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb::Rec
             if empty && r.millis_behind_latest == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "reading {} never caught up", sh.shard_id);
+            assert!(
+                Instant::now() < deadline,
+                "reading {} never caught up",
+                sh.shard_id
+            );
         }
         out.insert(sh.shard_id, recs);
     }
@@ -57,18 +61,27 @@ async fn writer(
     acked: Arc<Mutex<Vec<Acked>>>,
     deadline: Instant,
 ) {
-    let clients: Vec<Client> = endpoints.iter().map(|e| Client::connect_lazy(e).unwrap()).collect();
+    let clients: Vec<Client> = endpoints
+        .iter()
+        .map(|e| Client::connect_lazy(e).unwrap())
+        .collect();
     let mut ep = w % clients.len();
     let mut step = 0usize;
     let mut attempt = 0usize;
     while step < records {
-        assert!(Instant::now() < deadline, "writer {w} did not finish in time");
+        assert!(
+            Instant::now() < deadline,
+            "writer {w} did not finish in time"
+        );
         let client = &clients[ep];
         if (step / 20) % 2 == 0 {
             // One record at a time with PutRecord.
             let key = format!("w{w}-k{}", step % keys);
             let value = format!("w{w}-s{step}-a{attempt}");
-            match client.put_record("orders", &key, value.clone().into_bytes()).await {
+            match client
+                .put_record("orders", &key, value.clone().into_bytes())
+                .await
+            {
                 Ok((shard, seq)) => {
                     acked.lock().unwrap().push(Acked {
                         writer: w,
@@ -93,15 +106,24 @@ async fn writer(
             let n = 10.min(records - step).min(keys);
             let mut pending: Vec<usize> = (step..step + n).collect();
             while !pending.is_empty() {
-                assert!(Instant::now() < deadline, "writer {w} did not finish in time");
+                assert!(
+                    Instant::now() < deadline,
+                    "writer {w} did not finish in time"
+                );
                 let entries: Vec<(String, Vec<u8>)> = pending
                     .iter()
-                    .map(|s| (format!("w{w}-k{}", s % keys), format!("w{w}-s{s}-a{attempt}").into_bytes()))
+                    .map(|s| {
+                        (
+                            format!("w{w}-k{}", s % keys),
+                            format!("w{w}-s{s}-a{attempt}").into_bytes(),
+                        )
+                    })
                     .collect();
                 match clients[ep].put_records("orders", entries.clone()).await {
                     Ok(resp) => {
                         let mut still = Vec::new();
-                        for ((s, (key, value)), r) in pending.iter().zip(entries).zip(resp.records) {
+                        for ((s, (key, value)), r) in pending.iter().zip(entries).zip(resp.records)
+                        {
                             if r.error_code.is_empty() {
                                 acked.lock().unwrap().push(Acked {
                                     writer: w,
@@ -142,7 +164,9 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c0 = cluster.client(0);
     c0.create_stream("orders", 4, 0).await.unwrap();
-    c0.wait_active("orders", Duration::from_secs(60)).await.unwrap();
+    c0.wait_active("orders", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(c0.list_shards("orders").await.unwrap().len(), 4);
 
     let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
@@ -207,7 +231,11 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
                 last = Some(k);
                 let dup = seen.insert(
                     value.clone(),
-                    (shard.clone(), r.sequence_number.clone(), r.approximate_arrival_timestamp_ms),
+                    (
+                        shard.clone(),
+                        r.sequence_number.clone(),
+                        r.approximate_arrival_timestamp_ms,
+                    ),
                 );
                 assert!(dup.is_none(), "node {} returned {value} twice", i + 1);
             }
@@ -216,7 +244,13 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
             let (shard, seq, _) = seen
                 .get(&a.value)
                 .unwrap_or_else(|| panic!("node {}: acknowledged {} missing", i + 1, a.value));
-            assert_eq!((shard, seq), (&a.shard, &a.seq), "node {}: {} at the wrong place", i + 1, a.value);
+            assert_eq!(
+                (shard, seq),
+                (&a.shard, &a.seq),
+                "node {}: {} at the wrong place",
+                i + 1,
+                a.value
+            );
         }
         reads.push(all);
     }
@@ -231,40 +265,76 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
         let steps: Vec<usize> = list.iter().map(|a| a.step).collect();
         let mut sorted = steps.clone();
         sorted.sort();
-        assert_eq!(steps, sorted, "writer {w} key {key}: read order differs from write order");
+        assert_eq!(
+            steps, sorted,
+            "writer {w} key {key}: read order differs from write order"
+        );
     }
 
     // Iterator types, on a shard with data, through node 2's endpoint.
     let c1 = cluster.client(1);
     let (shard, recs) = reads[0].iter().find(|(_, r)| r.len() > 10).unwrap();
     let first = |r: &pb::GetRecordsResponse| r.records.first().map(|x| x.sequence_number.clone());
-    let it = c1.shard_iterator("orders", shard, &Start::TrimHorizon).await.unwrap();
-    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(recs[0].sequence_number.clone()));
+    let it = c1
+        .shard_iterator("orders", shard, &Start::TrimHorizon)
+        .await
+        .unwrap();
+    assert_eq!(
+        first(&c1.get_records(&it, 1).await.unwrap()),
+        Some(recs[0].sequence_number.clone())
+    );
     let mid = &recs[recs.len() / 2];
     let it = c1
         .shard_iterator("orders", shard, &Start::At(mid.sequence_number.clone()))
         .await
         .unwrap();
-    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(mid.sequence_number.clone()));
+    assert_eq!(
+        first(&c1.get_records(&it, 1).await.unwrap()),
+        Some(mid.sequence_number.clone())
+    );
     let it = c1
         .shard_iterator("orders", shard, &Start::After(mid.sequence_number.clone()))
         .await
         .unwrap();
     let after = &recs[recs.len() / 2 + 1];
-    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(after.sequence_number.clone()));
+    assert_eq!(
+        first(&c1.get_records(&it, 1).await.unwrap()),
+        Some(after.sequence_number.clone())
+    );
     // AT_TIMESTAMP: the first record that arrived at or after t.
     let t = mid.approximate_arrival_timestamp_ms;
-    let expect = recs.iter().find(|r| r.approximate_arrival_timestamp_ms >= t).unwrap();
-    let it = c1.shard_iterator("orders", shard, &Start::Timestamp(t)).await.unwrap();
-    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(expect.sequence_number.clone()));
-    let it = c1.shard_iterator("orders", shard, &Start::Timestamp(1)).await.unwrap();
-    assert_eq!(first(&c1.get_records(&it, 1).await.unwrap()), Some(recs[0].sequence_number.clone()));
+    let expect = recs
+        .iter()
+        .find(|r| r.approximate_arrival_timestamp_ms >= t)
+        .unwrap();
+    let it = c1
+        .shard_iterator("orders", shard, &Start::Timestamp(t))
+        .await
+        .unwrap();
+    assert_eq!(
+        first(&c1.get_records(&it, 1).await.unwrap()),
+        Some(expect.sequence_number.clone())
+    );
+    let it = c1
+        .shard_iterator("orders", shard, &Start::Timestamp(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        first(&c1.get_records(&it, 1).await.unwrap()),
+        Some(recs[0].sequence_number.clone())
+    );
     // LATEST: nothing until a new record arrives, then exactly that record.
-    let it = c1.shard_iterator("orders", shard, &Start::Latest).await.unwrap();
+    let it = c1
+        .shard_iterator("orders", shard, &Start::Latest)
+        .await
+        .unwrap();
     let r = c1.get_records(&it, 100).await.unwrap();
     assert!(r.records.is_empty());
     let key = recs.last().unwrap().partition_key.clone();
-    let (s2, seq2) = c0.put_record("orders", &key, b"after-latest".to_vec()).await.unwrap();
+    let (s2, seq2) = c0
+        .put_record("orders", &key, b"after-latest".to_vec())
+        .await
+        .unwrap();
     assert_eq!(&s2, shard);
     let r = c1.get_records(&r.next_shard_iterator, 100).await.unwrap();
     assert_eq!(r.records.len(), 1);
@@ -278,14 +348,26 @@ async fn full_cluster_restart_keeps_all_data() {
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c = cluster.client(2);
     c.create_stream("keep", 2, 48).await.unwrap();
-    c.wait_active("keep", Duration::from_secs(60)).await.unwrap();
+    c.wait_active("keep", Duration::from_secs(60))
+        .await
+        .unwrap();
     let mut written = BTreeMap::new();
     for i in 0..200 {
-        let entries: Vec<(String, Vec<u8>)> = (0..5).map(|j| (format!("k{}", (i * 5 + j) % 37), format!("v{i}-{j}").into_bytes())).collect();
+        let entries: Vec<(String, Vec<u8>)> = (0..5)
+            .map(|j| {
+                (
+                    format!("k{}", (i * 5 + j) % 37),
+                    format!("v{i}-{j}").into_bytes(),
+                )
+            })
+            .collect();
         let r = c.put_records("keep", entries.clone()).await.unwrap();
         assert_eq!(r.failed_record_count, 0);
         for ((_, v), res) in entries.into_iter().zip(r.records) {
-            written.insert(String::from_utf8(v).unwrap(), (res.shard_id, res.sequence_number));
+            written.insert(
+                String::from_utf8(v).unwrap(),
+                (res.shard_id, res.sequence_number),
+            );
         }
     }
     for i in 0..3 {
@@ -296,16 +378,24 @@ async fn full_cluster_restart_keeps_all_data() {
     }
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c = cluster.client(0);
-    let summary = c.wait_active("keep", Duration::from_secs(60)).await.unwrap();
+    let summary = c
+        .wait_active("keep", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(summary.retention_hours, 48);
     let all = read_all(&c, "keep").await;
     let mut got = BTreeMap::new();
     for (shard, recs) in all {
         for r in recs {
-            got.insert(String::from_utf8(r.data.to_vec()).unwrap(), (shard.clone(), r.sequence_number));
+            got.insert(
+                String::from_utf8(r.data.to_vec()).unwrap(),
+                (shard.clone(), r.sequence_number),
+            );
         }
     }
     assert_eq!(got, written);
     // And the cluster still takes writes.
-    c.put_record("keep", "after", b"restart".to_vec()).await.unwrap();
+    c.put_record("keep", "after", b"restart".to_vec())
+        .await
+        .unwrap();
 }

@@ -11,8 +11,8 @@ use runnel_proto::v1 as pb;
 use runnel_proto::v1::runnel_server::Runnel;
 use runnel_raft::WireRecord;
 use runnel_types::{
-    parse_stream_arn, stream_arn, validate_partition_key, Error, HashKey, IteratorKey, IteratorToken, Position, Result,
-    SequenceNumber, ShardId, StreamName,
+    parse_stream_arn, stream_arn, validate_partition_key, Error, HashKey, IteratorKey,
+    IteratorToken, Position, Result, SequenceNumber, ShardId, StreamName,
 };
 use tonic::{Request, Response, Status};
 
@@ -22,7 +22,10 @@ use crate::node::Node;
 
 /// Maps an error to a gRPC status carrying the Kinesis error name.
 pub fn to_status(e: &Error) -> Status {
-    let mut s = Status::new(tonic::Code::from_i32(e.grpc_code()), e.message().to_string());
+    let mut s = Status::new(
+        tonic::Code::from_i32(e.grpc_code()),
+        e.message().to_string(),
+    );
     if let Ok(v) = e.wire_name().parse() {
         s.metadata_mut().insert("x-kinesis-error", v);
     }
@@ -42,14 +45,20 @@ impl Api {
     }
 
     fn stream_name(&self, r: Option<&pb::StreamRef>) -> Result<StreamName> {
-        let r = r.ok_or_else(|| Error::validation_failed("streamName", None, "Member must not be null"))?;
+        let r = r.ok_or_else(|| {
+            Error::validation_failed("streamName", None, "Member must not be null")
+        })?;
         if !r.arn.is_empty() {
             let (region, account, name) = parse_stream_arn(&r.arn)?;
             if region != self.node.config.region || account != self.node.config.account_id {
-                return Err(Error::ResourceNotFound(format!("Stream {name} under account {account} not found.")));
+                return Err(Error::ResourceNotFound(format!(
+                    "Stream {name} under account {account} not found."
+                )));
             }
             if !r.name.is_empty() && r.name != name.as_str() {
-                return Err(Error::InvalidArgument("StreamName and StreamARN name different streams".into()));
+                return Err(Error::InvalidArgument(
+                    "StreamName and StreamARN name different streams".into(),
+                ));
             }
             return Ok(name);
         }
@@ -59,7 +68,11 @@ impl Api {
     fn summary(&self, s: &StreamMeta) -> pb::StreamSummary {
         pb::StreamSummary {
             name: s.name.to_string(),
-            arn: stream_arn(&self.node.config.region, &self.node.config.account_id, &s.name),
+            arn: stream_arn(
+                &self.node.config.region,
+                &self.node.config.account_id,
+                &s.name,
+            ),
             status: status_of(s.status) as i32,
             open_shard_count: s.shards.iter().filter(|x| x.ending.is_none()).count() as u32,
             retention_hours: s.retention_hours,
@@ -76,10 +89,9 @@ impl Api {
         let s = state.stream(name)?;
         match s.status {
             StreamStatus::Active | StreamStatus::Updating => Ok(s.clone()),
-            StreamStatus::Creating | StreamStatus::Deleting => Err(Error::ResourceNotFound(format!(
-                "Stream {name} under account {} not found.",
-                state.account
-            ))),
+            StreamStatus::Creating | StreamStatus::Deleting => Err(Error::ResourceNotFound(
+                format!("Stream {name} under account {} not found.", state.account),
+            )),
         }
     }
 
@@ -147,7 +159,9 @@ impl Api {
             req.retention_hours
         };
         let kib = match req.max_record_size_kib {
-            0 => u32::try_from(limits.max_record_bytes / 1024).unwrap_or(1024).max(1),
+            0 => u32::try_from(limits.max_record_bytes / 1024)
+                .unwrap_or(1024)
+                .max(1),
             k if (1024..=10240).contains(&k) => k,
             k => {
                 return Err(Error::validation_failed(
@@ -168,7 +182,11 @@ impl Api {
             .await
     }
 
-    async fn put_records_inner(&self, name: StreamName, entries: Vec<pb::PutRecordsEntry>) -> Result<pb::PutRecordsResponse> {
+    async fn put_records_inner(
+        &self,
+        name: StreamName,
+        entries: Vec<pb::PutRecordsEntry>,
+    ) -> Result<pb::PutRecordsResponse> {
         let limits = &self.node.config.limits;
         if entries.is_empty() || entries.len() > limits.max_put_records_entries {
             return Err(Error::validation_failed(
@@ -199,9 +217,14 @@ impl Api {
                 .check_record(&stream, &e.partition_key, &e.data, &e.explicit_hash_key)
                 .map_err(|err| indexed(err, i))?;
             let shard = Self::route(&stream, key)?;
-            by_shard.entry(shard.group).or_insert_with(|| (shard, Vec::new())).1.push(i);
+            by_shard
+                .entry(shard.group)
+                .or_insert_with(|| (shard, Vec::new()))
+                .1
+                .push(i);
         }
-        let mut results: Vec<pb::PutRecordsResult> = vec![pb::PutRecordsResult::default(); entries.len()];
+        let mut results: Vec<pb::PutRecordsResult> =
+            vec![pb::PutRecordsResult::default(); entries.len()];
         let mut entries: Vec<Option<pb::PutRecordsEntry>> = entries.into_iter().map(Some).collect();
         let mut calls = Vec::new();
         for (group, (shard, idxs)) in by_shard {
@@ -214,7 +237,10 @@ impl Api {
                     encryption: Vec::new(),
                 })
                 .collect();
-            let bytes: u64 = records.iter().map(|r| (r.data.len() + r.partition_key.len()) as u64).sum();
+            let bytes: u64 = records
+                .iter()
+                .map(|r| (r.data.len() + r.partition_key.len()) as u64)
+                .sum();
             let node = self.node.clone();
             calls.push(async move { (shard, idxs, bytes, node.append(group, records).await) });
         }
@@ -256,7 +282,9 @@ impl Api {
         metrics::INCOMING_RECORDS
             .with_label_values(&[name.as_str()])
             .inc_by(accepted_records);
-        metrics::INCOMING_BYTES.with_label_values(&[name.as_str()]).inc_by(accepted_bytes);
+        metrics::INCOMING_BYTES
+            .with_label_values(&[name.as_str()])
+            .inc_by(accepted_bytes);
         Ok(pb::PutRecordsResponse {
             failed_record_count: failed,
             records: results,
@@ -275,7 +303,8 @@ impl Api {
                 state.account
             ))
         })?;
-        let ty = pb::ShardIteratorType::try_from(req.iterator_type).unwrap_or(pb::ShardIteratorType::Unspecified);
+        let ty = pb::ShardIteratorType::try_from(req.iterator_type)
+            .unwrap_or(pb::ShardIteratorType::Unspecified);
         let seq_arg = || -> Result<SequenceNumber> {
             if req.starting_sequence_number.is_empty() {
                 return Err(Error::InvalidArgument(format!(
@@ -338,7 +367,10 @@ impl Api {
         Ok(token.seal(&Self::key(&state)?))
     }
 
-    async fn get_records_inner(&self, req: pb::GetRecordsRequest) -> Result<pb::GetRecordsResponse> {
+    async fn get_records_inner(
+        &self,
+        req: pb::GetRecordsRequest,
+    ) -> Result<pb::GetRecordsResponse> {
         let limits = &self.node.config.limits;
         let limit = match req.limit {
             0 => limits.max_get_records_limit,
@@ -347,12 +379,16 @@ impl Api {
                 return Err(Error::validation_failed(
                     "limit",
                     Some(&l.to_string()),
-                    &format!("Member must have value less than or equal to {}", limits.max_get_records_limit),
+                    &format!(
+                        "Member must have value less than or equal to {}",
+                        limits.max_get_records_limit
+                    ),
                 ))
             }
         };
         let state = self.node.state()?;
-        let token = IteratorToken::open(&req.shard_iterator, &Self::key(&state)?, self.node.now_ms())?;
+        let token =
+            IteratorToken::open(&req.shard_iterator, &Self::key(&state)?, self.node.now_ms())?;
         let stream = Self::data_stream(&state, &token.stream)?;
         if stream.uid != token.stream_uid {
             return Err(Error::ResourceNotFound(format!(
@@ -361,7 +397,10 @@ impl Api {
             )));
         }
         let shard = stream.shard(token.shard).cloned().ok_or_else(|| {
-            Error::ResourceNotFound(format!("Shard {} in stream {} does not exist", token.shard, token.stream))
+            Error::ResourceNotFound(format!(
+                "Shard {} in stream {} does not exist",
+                token.shard, token.stream
+            ))
         })?;
         let read = self
             .node
@@ -401,12 +440,15 @@ impl Api {
         let millis_behind = if next >= read.end {
             0
         } else {
-            read.last_arrival_ms.saturating_sub(last_arrival.unwrap_or(read.last_arrival_ms))
+            read.last_arrival_ms
+                .saturating_sub(last_arrival.unwrap_or(read.last_arrival_ms))
         };
         metrics::OUTGOING_RECORDS
             .with_label_values(&[token.stream.as_str()])
             .inc_by(records.len() as u64);
-        metrics::OUTGOING_BYTES.with_label_values(&[token.stream.as_str()]).inc_by(bytes);
+        metrics::OUTGOING_BYTES
+            .with_label_values(&[token.stream.as_str()])
+            .inc_by(bytes);
         let next_token = IteratorToken {
             pos: next,
             issued_ms: self.node.now_ms(),
@@ -422,7 +464,10 @@ impl Api {
 
     async fn retention(&self, req: pb::UpdateRetentionRequest, increase: bool) -> Result<()> {
         let name = self.stream_name(req.stream.as_ref())?;
-        self.node.config.limits.validate_retention_hours(req.retention_hours)?;
+        self.node
+            .config
+            .limits
+            .validate_retention_hours(req.retention_hours)?;
         self.node
             .propose_meta(MetaCommand::SetRetention {
                 name,
@@ -434,8 +479,13 @@ impl Api {
 
     fn cluster_status(&self) -> pb::ClusterStatusResponse {
         let state = self.node.meta.get();
-        let local: BTreeMap<u64, runnel_raft::GroupStatus> =
-            self.node.registry.status().into_iter().map(|s| (s.group, s)).collect();
+        let local: BTreeMap<u64, runnel_raft::GroupStatus> = self
+            .node
+            .registry
+            .status()
+            .into_iter()
+            .map(|s| (s.group, s))
+            .collect();
         let nodes = state
             .nodes
             .values()
@@ -491,7 +541,9 @@ fn positions_request(group: u64, ts: u64) -> ReadShardRequest {
 
 fn indexed(e: Error, i: usize) -> Error {
     match e {
-        Error::Validation(m) => Error::Validation(m.replacen(" at '", &format!(" at 'records.{}.member.", i + 1), 1)),
+        Error::Validation(m) => {
+            Error::Validation(m.replacen(" at '", &format!(" at 'records.{}.member.", i + 1), 1))
+        }
         other => other,
     }
 }
@@ -509,7 +561,10 @@ fn shard_pb(s: &ShardMeta) -> pb::Shard {
     pb::Shard {
         shard_id: s.id().to_string(),
         parent_shard_id: s.parent.map(|p| ShardId(p).to_string()).unwrap_or_default(),
-        adjacent_parent_shard_id: s.adjacent_parent.map(|p| ShardId(p).to_string()).unwrap_or_default(),
+        adjacent_parent_shard_id: s
+            .adjacent_parent
+            .map(|p| ShardId(p).to_string())
+            .unwrap_or_default(),
         starting_hash_key: s.range.start.to_string(),
         ending_hash_key: s.range.end.to_string(),
         starting_sequence_number: SequenceNumber::starting(s.id()).encode(),
@@ -533,11 +588,15 @@ where
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(v) => {
-            metrics::REQUESTS.with_label_values(&[op, "grpc", "ok"]).inc();
+            metrics::REQUESTS
+                .with_label_values(&[op, "grpc", "ok"])
+                .inc();
             Ok(Response::new(v))
         }
         Err(e) => {
-            metrics::REQUESTS.with_label_values(&[op, "grpc", e.kinesis_name()]).inc();
+            metrics::REQUESTS
+                .with_label_values(&[op, "grpc", e.kinesis_name()])
+                .inc();
             Err(to_status(&e))
         }
     }
@@ -562,7 +621,9 @@ impl Runnel for Api {
     ) -> std::result::Result<Response<pb::DeleteStreamResponse>, Status> {
         observe("DeleteStream", async {
             let name = self.stream_name(request.get_ref().stream.as_ref())?;
-            self.node.propose_meta(MetaCommand::DeleteStream { name }).await?;
+            self.node
+                .propose_meta(MetaCommand::DeleteStream { name })
+                .await?;
             Ok(pb::DeleteStreamResponse {})
         })
         .await
@@ -646,11 +707,18 @@ impl Runnel for Api {
             let all: Vec<&StreamMeta> = state
                 .streams
                 .values()
-                .filter(|s| req.exclusive_start_stream_name.is_empty() || s.name.as_str() > req.exclusive_start_stream_name.as_str())
+                .filter(|s| {
+                    req.exclusive_start_stream_name.is_empty()
+                        || s.name.as_str() > req.exclusive_start_stream_name.as_str()
+                })
                 .collect();
             let more = all.len() > limit;
             Ok(pb::ListStreamsResponse {
-                streams: all.into_iter().take(limit).map(|s| self.summary(s)).collect(),
+                streams: all
+                    .into_iter()
+                    .take(limit)
+                    .map(|s| self.summary(s))
+                    .collect(),
                 has_more_streams: more,
             })
         })
@@ -711,7 +779,12 @@ impl Runnel for Api {
             }
             let state = self.node.state()?;
             let stream = Self::data_stream(&state, &name)?;
-            let key = self.check_record(&stream, &req.partition_key, &req.data, &req.explicit_hash_key)?;
+            let key = self.check_record(
+                &stream,
+                &req.partition_key,
+                &req.data,
+                &req.explicit_hash_key,
+            )?;
             let shard = Self::route(&stream, key)?;
             let bytes = (req.data.len() + req.partition_key.len()) as u64;
             let a = self
@@ -732,8 +805,12 @@ impl Runnel for Api {
                     sub: a.first_sub,
                 },
             )?;
-            metrics::INCOMING_RECORDS.with_label_values(&[name.as_str()]).inc();
-            metrics::INCOMING_BYTES.with_label_values(&[name.as_str()]).inc_by(bytes);
+            metrics::INCOMING_RECORDS
+                .with_label_values(&[name.as_str()])
+                .inc();
+            metrics::INCOMING_BYTES
+                .with_label_values(&[name.as_str()])
+                .inc_by(bytes);
             Ok(pb::PutRecordResponse {
                 shard_id: shard.id().to_string(),
                 sequence_number: seq.encode(),

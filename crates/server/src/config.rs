@@ -125,14 +125,23 @@ impl NodeConfig {
     }
 
     /// Applies `RUNNEL_*` environment overrides from `vars`.
-    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), ConfigError> {
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<(), ConfigError> {
         for (k, v) in vars {
             let parse_err = |what: &str| ConfigError(format!("{k}={v}: {what}"));
             match k.as_str() {
-                "RUNNEL_NODE_ID" => self.node_id = v.parse().map_err(|_| parse_err("not a number"))?,
+                "RUNNEL_NODE_ID" => {
+                    self.node_id = v.parse().map_err(|_| parse_err("not a number"))?
+                }
                 "RUNNEL_DATA_DIR" => self.data_dir = PathBuf::from(v),
-                "RUNNEL_GRPC_LISTEN" => self.grpc_listen = v.parse().map_err(|_| parse_err("not host:port"))?,
-                "RUNNEL_HTTP_LISTEN" => self.http_listen = v.parse().map_err(|_| parse_err("not host:port"))?,
+                "RUNNEL_GRPC_LISTEN" => {
+                    self.grpc_listen = v.parse().map_err(|_| parse_err("not host:port"))?
+                }
+                "RUNNEL_HTTP_LISTEN" => {
+                    self.http_listen = v.parse().map_err(|_| parse_err("not host:port"))?
+                }
                 "RUNNEL_ADVERTISE_ADDR" => self.advertise_addr = Some(v),
                 "RUNNEL_REPLICATION_FACTOR" => {
                     self.replication_factor = v.parse().map_err(|_| parse_err("not a number"))?
@@ -148,7 +157,9 @@ impl NodeConfig {
 
     /// The address peers use for this node.
     pub fn advertised(&self) -> String {
-        self.advertise_addr.clone().unwrap_or_else(|| self.grpc_listen.to_string())
+        self.advertise_addr
+            .clone()
+            .unwrap_or_else(|| self.grpc_listen.to_string())
     }
 
     /// The initial cluster: the configured peers, or this node alone.
@@ -177,11 +188,17 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(m));
         if self.node_id == 0 || self.node_id >= crate::meta::FIRST_REPLICA_ID {
-            return bad(format!("node_id must be between 1 and 2^32-1, got {}", self.node_id));
+            return bad(format!(
+                "node_id must be between 1 and 2^32-1, got {}",
+                self.node_id
+            ));
         }
         let cluster = self.cluster();
         if !cluster.iter().any(|p| p.id == self.node_id) {
-            return bad(format!("peers must include this node (node_id {})", self.node_id));
+            return bad(format!(
+                "peers must include this node (node_id {})",
+                self.node_id
+            ));
         }
         let mut ids: Vec<u64> = cluster.iter().map(|p| p.id).collect();
         ids.sort_unstable();
@@ -189,11 +206,17 @@ impl NodeConfig {
         if ids.len() != cluster.len() {
             return bad("peers contain a duplicate id".into());
         }
-        if let Some(p) = cluster.iter().find(|p| p.id == 0 || p.id >= crate::meta::FIRST_REPLICA_ID) {
+        if let Some(p) = cluster
+            .iter()
+            .find(|p| p.id == 0 || p.id >= crate::meta::FIRST_REPLICA_ID)
+        {
             return bad(format!("peer id {} must be between 1 and 2^32-1", p.id));
         }
         if let Some(p) = cluster.iter().find(|p| !p.addr.contains(':')) {
-            return bad(format!("peer {} address {:?} is not host:port", p.id, p.addr));
+            return bad(format!(
+                "peer {} address {:?} is not host:port",
+                p.id, p.addr
+            ));
         }
         if self.replication_factor > cluster.len() {
             return bad(format!(
@@ -203,17 +226,40 @@ impl NodeConfig {
             ));
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
-            return bad(format!("account_id must be 12 digits, got {:?}", self.account_id));
+            return bad(format!(
+                "account_id must be 12 digits, got {:?}",
+                self.account_id
+            ));
         }
-        if self.region.is_empty() || !self.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return bad(format!("region {:?} must be lowercase letters, digits and '-'", self.region));
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return bad(format!(
+                "region {:?} must be lowercase letters, digits and '-'",
+                self.region
+            ));
         }
         let r = &self.raft;
-        if r.meta_heartbeat_ms == 0 || r.meta_election_min_ms <= r.meta_heartbeat_ms || r.meta_election_max_ms <= r.meta_election_min_ms {
-            return bad("raft: need 0 < meta_heartbeat_ms < meta_election_min_ms < meta_election_max_ms".into());
+        if r.meta_heartbeat_ms == 0
+            || r.meta_election_min_ms <= r.meta_heartbeat_ms
+            || r.meta_election_max_ms <= r.meta_election_min_ms
+        {
+            return bad(
+                "raft: need 0 < meta_heartbeat_ms < meta_election_min_ms < meta_election_max_ms"
+                    .into(),
+            );
         }
-        if r.shard_heartbeat_ms == 0 || r.shard_election_min_ms <= r.shard_heartbeat_ms || r.shard_election_max_ms <= r.shard_election_min_ms {
-            return bad("raft: need 0 < shard_heartbeat_ms < shard_election_min_ms < shard_election_max_ms".into());
+        if r.shard_heartbeat_ms == 0
+            || r.shard_election_min_ms <= r.shard_heartbeat_ms
+            || r.shard_election_max_ms <= r.shard_election_min_ms
+        {
+            return bad(
+                "raft: need 0 < shard_heartbeat_ms < shard_election_min_ms < shard_election_max_ms"
+                    .into(),
+            );
         }
         if self.retention_check_secs == 0 {
             return bad("retention_check_secs must be at least 1".into());
@@ -222,7 +268,8 @@ impl NodeConfig {
         if l.min_retention_hours == 0 || l.min_retention_hours > l.max_retention_hours {
             return bad("limits: need 0 < min_retention_hours <= max_retention_hours".into());
         }
-        if l.max_record_bytes == 0 || l.max_put_records_entries == 0 || l.max_get_records_limit == 0 {
+        if l.max_record_bytes == 0 || l.max_put_records_entries == 0 || l.max_get_records_limit == 0
+        {
             return bad("limits: max_record_bytes, max_put_records_entries and max_get_records_limit must be > 0".into());
         }
         Ok(())
@@ -237,7 +284,10 @@ pub fn parse_peers(s: &str) -> Result<Vec<PeerConfig>, String> {
             let (id, addr) = p
                 .split_once('=')
                 .ok_or_else(|| format!("peer {p:?} is not id=host:port"))?;
-            let id = id.trim().parse().map_err(|_| format!("peer id {id:?} is not a number"))?;
+            let id = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("peer id {id:?} is not a number"))?;
             Ok(PeerConfig {
                 id,
                 addr: addr.trim().to_string(),
@@ -275,11 +325,17 @@ mod tests {
         assert_eq!(c.limits.max_put_records_entries, 500);
         c.validate().unwrap();
         assert_eq!(c.effective_replication_factor(), 3);
-        c.apply_env([("RUNNEL_NODE_ID".to_string(), "9".to_string())]).unwrap();
+        c.apply_env([("RUNNEL_NODE_ID".to_string(), "9".to_string())])
+            .unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("peers must include this node"), "{err}");
-        assert!(c.apply_env([("RUNNEL_NODE_ID".to_string(), "x".to_string())]).is_err());
-        assert!(NodeConfig::from_toml("nodeid = 1").unwrap_err().to_string().contains("unknown field"));
+        assert!(c
+            .apply_env([("RUNNEL_NODE_ID".to_string(), "x".to_string())])
+            .is_err());
+        assert!(NodeConfig::from_toml("nodeid = 1")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
     }
 
     #[test]

@@ -90,24 +90,39 @@ fn shard_read_to_proto(r: ShardRead) -> ipb::ReadShardReply {
 
 #[tonic::async_trait]
 impl Internal for InternalService {
-    async fn raft(&self, request: Request<ipb::RaftRequest>) -> Result<Response<ipb::RaftReply>, Status> {
-        Ok(Response::new(self.node.registry.handle_raft(request.into_inner()).await))
+    async fn raft(
+        &self,
+        request: Request<ipb::RaftRequest>,
+    ) -> Result<Response<ipb::RaftReply>, Status> {
+        Ok(Response::new(
+            self.node.registry.handle_raft(request.into_inner()).await,
+        ))
     }
 
     async fn install_snapshot(
         &self,
         request: Request<Streaming<ipb::SnapshotChunk>>,
     ) -> Result<Response<ipb::RaftReply>, Status> {
-        Ok(Response::new(self.node.registry.handle_snapshot(request.into_inner()).await))
+        Ok(Response::new(
+            self.node
+                .registry
+                .handle_snapshot(request.into_inner())
+                .await,
+        ))
     }
 
-    async fn propose(&self, request: Request<ipb::ProposeRequest>) -> Result<Response<ipb::ProposeReply>, Status> {
+    async fn propose(
+        &self,
+        request: Request<ipb::ProposeRequest>,
+    ) -> Result<Response<ipb::ProposeReply>, Status> {
         let req = request.into_inner();
         let proposal: Proposal = codec::decode(&req.command)
             .map_err(|e| Status::invalid_argument(format!("bad proposal: {e}")))?;
         let reply = match self.node.propose_local(req.group_id, &proposal).await {
             Attempt::Done(r) => ipb::ProposeReply {
-                response: codec::encode(&r).map_err(|e| Status::internal(e.to_string()))?.into(),
+                response: codec::encode(&r)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .into(),
                 ..Default::default()
             },
             Attempt::NotLeader(hint) => ipb::ProposeReply {
@@ -151,11 +166,15 @@ impl Internal for InternalService {
     ) -> Result<Response<ipb::GroupDigestReply>, Status> {
         let group = request.into_inner().group_id;
         let Some(frontier) = self.node.registry.frontier(group) else {
-            return Err(Status::not_found(format!("group {group} is not hosted here")));
+            return Err(Status::not_found(format!(
+                "group {group} is not hosted here"
+            )));
         };
         let f = *frontier.borrow();
         let store = self.node.registry.store();
-        let mut from = store.trim_horizon(group).map_err(|e| Status::internal(e.to_string()))?;
+        let mut from = store
+            .trim_horizon(group)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let mut hasher = digest::Hasher::default();
         let mut count = 0u64;
         loop {

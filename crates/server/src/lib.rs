@@ -91,8 +91,12 @@ pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|e| StartError::Bind(format!("{} (HTTP): {e}", config.http_listen)))?;
-    let grpc_addr = grpc.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;
-    let http_addr = http.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;
+    let grpc_addr = grpc
+        .local_addr()
+        .map_err(|e| StartError::Bind(e.to_string()))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| StartError::Bind(e.to_string()))?;
     let (stop, _) = tokio::sync::watch::channel(false);
 
     let node = Node::start(config).await?;

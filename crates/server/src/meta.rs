@@ -305,7 +305,11 @@ impl MetaState {
                 Some(_) => MetaReply::Ok,
                 None => MetaReply::err(self.not_found(&name)),
             },
-            MetaCommand::SetRetention { name, hours, increase } => {
+            MetaCommand::SetRetention {
+                name,
+                hours,
+                increase,
+            } => {
                 let Some(s) = self.streams.get_mut(name.as_str()) else {
                     return MetaReply::err(self.not_found(&name));
                 };
@@ -340,19 +344,27 @@ impl MetaState {
 
     /// Finds a stream by name.
     pub fn stream(&self, name: &StreamName) -> runnel_types::Result<&StreamMeta> {
-        self.streams.get(name.as_str()).ok_or_else(|| self.not_found(name))
+        self.streams
+            .get(name.as_str())
+            .ok_or_else(|| self.not_found(name))
     }
 
     /// The Kinesis "not found" error for a stream.
     pub fn not_found(&self, name: &StreamName) -> runnel_types::Error {
-        runnel_types::Error::ResourceNotFound(format!("Stream {name} under account {} not found.", self.account))
+        runnel_types::Error::ResourceNotFound(format!(
+            "Stream {name} under account {} not found.",
+            self.account
+        ))
     }
 
     /// Finds the stream and shard that own `group`.
     pub fn shard_of_group(&self, group: u64) -> Option<(&StreamMeta, &ShardMeta)> {
-        self.streams
-            .values()
-            .find_map(|s| s.shards.iter().find(|sh| sh.group == group).map(|sh| (s, sh)))
+        self.streams.values().find_map(|s| {
+            s.shards
+                .iter()
+                .find(|sh| sh.group == group)
+                .map(|sh| (s, sh))
+        })
     }
 }
 
@@ -413,7 +425,10 @@ impl MetaApplier for MetaHandle {
                 // Still advance the applied index so every replica stays identical.
                 self.update(|s| {
                     s.applied_index = log_index;
-                    MetaReply::Err("InternalFailure".into(), format!("undecodable metadata command: {e}"))
+                    MetaReply::Err(
+                        "InternalFailure".into(),
+                        format!("undecodable metadata command: {e}"),
+                    )
                 })
             }
         };
@@ -445,7 +460,12 @@ mod tests {
             MetaCommand::InitCluster {
                 secret: [7; 32],
                 account: "000000000000".into(),
-                nodes: (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 4600 + id) }).collect(),
+                nodes: (1..=nodes)
+                    .map(|id| NodeInfo {
+                        id,
+                        addr: format!("127.0.0.1:{}", 4600 + id),
+                    })
+                    .collect(),
                 replication_factor: 3,
             },
         );
@@ -476,15 +496,28 @@ mod tests {
             nodes.dedup();
             assert_eq!(nodes.len(), 3);
         }
-        assert!(matches!(create(&mut s, 3, "a", 1), MetaReply::Err(ref n, _) if n == "ResourceInUseException"));
-        assert_eq!(s.apply(4, MetaCommand::DeleteStream { name: StreamName::parse("a").unwrap() }), MetaReply::Ok);
+        assert!(
+            matches!(create(&mut s, 3, "a", 1), MetaReply::Err(ref n, _) if n == "ResourceInUseException")
+        );
+        assert_eq!(
+            s.apply(
+                4,
+                MetaCommand::DeleteStream {
+                    name: StreamName::parse("a").unwrap()
+                }
+            ),
+            MetaReply::Ok
+        );
         assert_eq!(create(&mut s, 5, "a", 4), MetaReply::Ok);
         let second = &s.streams["a"];
         assert_ne!(second.uid, 1);
         for (old, new) in first.iter().zip(&second.shards) {
             assert_ne!(old.group, new.group);
             for r in &new.replicas {
-                assert!(first.iter().flat_map(|o| &o.replicas).all(|o| o.replica_id != r.replica_id));
+                assert!(first
+                    .iter()
+                    .flat_map(|o| &o.replicas)
+                    .all(|o| o.replica_id != r.replica_id));
                 assert!(r.replica_id >= FIRST_REPLICA_ID);
             }
         }
@@ -496,9 +529,21 @@ mod tests {
         create(&mut s, 2, "b", 2);
         let uid = s.streams["b"].uid;
         let groups: Vec<u64> = s.streams["b"].shards.iter().map(|x| x.group).collect();
-        s.apply(3, MetaCommand::ShardReady { uid, group: groups[0] });
+        s.apply(
+            3,
+            MetaCommand::ShardReady {
+                uid,
+                group: groups[0],
+            },
+        );
         assert_eq!(s.streams["b"].status, StreamStatus::Creating);
-        s.apply(4, MetaCommand::ShardReady { uid, group: groups[1] });
+        s.apply(
+            4,
+            MetaCommand::ShardReady {
+                uid,
+                group: groups[1],
+            },
+        );
         assert_eq!(s.streams["b"].status, StreamStatus::Active);
     }
 
@@ -507,9 +552,26 @@ mod tests {
         let mut s = init(1);
         create(&mut s, 2, "c", 1);
         let name = StreamName::parse("c").unwrap();
-        let r = s.apply(3, MetaCommand::SetRetention { name: name.clone(), hours: 12, increase: true });
+        let r = s.apply(
+            3,
+            MetaCommand::SetRetention {
+                name: name.clone(),
+                hours: 12,
+                increase: true,
+            },
+        );
         assert!(matches!(r, MetaReply::Err(ref n, _) if n == "InvalidArgumentException"));
-        assert_eq!(s.apply(4, MetaCommand::SetRetention { name, hours: 48, increase: true }), MetaReply::Ok);
+        assert_eq!(
+            s.apply(
+                4,
+                MetaCommand::SetRetention {
+                    name,
+                    hours: 48,
+                    increase: true
+                }
+            ),
+            MetaReply::Ok
+        );
         assert_eq!(s.streams["c"].retention_hours, 48);
     }
 
@@ -519,7 +581,10 @@ mod tests {
         let cmd = runnel_raft::codec::encode(&MetaCommand::InitCluster {
             secret: [1; 32],
             account: "000000000000".into(),
-            nodes: vec![NodeInfo { id: 1, addr: "x".into() }],
+            nodes: vec![NodeInfo {
+                id: 1,
+                addr: "x".into(),
+            }],
             replication_factor: 1,
         })
         .unwrap();

@@ -12,20 +12,32 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
 
 /// Raft groups hosted on this node.
 pub static GROUPS_HOSTED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(IntGauge::new("runnel_raft_groups_hosted", "Raft groups hosted on this node").expect("static metric"))
+    register(
+        IntGauge::new(
+            "runnel_raft_groups_hosted",
+            "Raft groups hosted on this node",
+        )
+        .expect("static metric"),
+    )
 });
 
 /// Raft groups led by this node.
 pub static GROUPS_LED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(IntGauge::new("runnel_raft_groups_led", "Raft groups led by this node").expect("static metric"))
+    register(
+        IntGauge::new("runnel_raft_groups_led", "Raft groups led by this node")
+            .expect("static metric"),
+    )
 });
 
 /// Records per proposed shard entry.
 pub static ENTRY_RECORDS: LazyLock<Histogram> = LazyLock::new(|| {
     register(
         Histogram::with_opts(
-            HistogramOpts::new("runnel_shard_entry_records", "Records per proposed shard Raft entry")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 17).unwrap_or_default()),
+            HistogramOpts::new(
+                "runnel_shard_entry_records",
+                "Records per proposed shard Raft entry",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 17).unwrap_or_default()),
         )
         .expect("static metric"),
     )
@@ -35,7 +47,10 @@ pub static ENTRY_RECORDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
         IntCounterVec::new(
-            Opts::new("runnel_api_requests_total", "API requests by operation, transport and outcome"),
+            Opts::new(
+                "runnel_api_requests_total",
+                "API requests by operation, transport and outcome",
+            ),
             &["operation", "transport", "outcome"],
         )
         .expect("static metric"),
@@ -46,8 +61,11 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(
         HistogramVec::new(
-            HistogramOpts::new("runnel_api_latency_seconds", "API latency by operation and transport")
-                .buckets(prometheus::exponential_buckets(0.000_1, 2.0, 18).unwrap_or_default()),
+            HistogramOpts::new(
+                "runnel_api_latency_seconds",
+                "API latency by operation and transport",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_1, 2.0, 18).unwrap_or_default()),
             &["operation", "transport"],
         )
         .expect("static metric"),
@@ -57,32 +75,56 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 /// Records and bytes written, by stream.
 pub static INCOMING_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
-        IntCounterVec::new(Opts::new("runnel_incoming_records_total", "Records accepted by PutRecord/PutRecords"), &["stream"])
-            .expect("static metric"),
+        IntCounterVec::new(
+            Opts::new(
+                "runnel_incoming_records_total",
+                "Records accepted by PutRecord/PutRecords",
+            ),
+            &["stream"],
+        )
+        .expect("static metric"),
     )
 });
 
 /// Bytes written, by stream.
 pub static INCOMING_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
-        IntCounterVec::new(Opts::new("runnel_incoming_bytes_total", "Bytes (data + partition keys) accepted"), &["stream"])
-            .expect("static metric"),
+        IntCounterVec::new(
+            Opts::new(
+                "runnel_incoming_bytes_total",
+                "Bytes (data + partition keys) accepted",
+            ),
+            &["stream"],
+        )
+        .expect("static metric"),
     )
 });
 
 /// Records and bytes read, by stream.
 pub static OUTGOING_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
-        IntCounterVec::new(Opts::new("runnel_outgoing_records_total", "Records returned by GetRecords"), &["stream"])
-            .expect("static metric"),
+        IntCounterVec::new(
+            Opts::new(
+                "runnel_outgoing_records_total",
+                "Records returned by GetRecords",
+            ),
+            &["stream"],
+        )
+        .expect("static metric"),
     )
 });
 
 /// Bytes read, by stream.
 pub static OUTGOING_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
-        IntCounterVec::new(Opts::new("runnel_outgoing_bytes_total", "Bytes returned by GetRecords"), &["stream"])
-            .expect("static metric"),
+        IntCounterVec::new(
+            Opts::new(
+                "runnel_outgoing_bytes_total",
+                "Bytes returned by GetRecords",
+            ),
+            &["stream"],
+        )
+        .expect("static metric"),
     )
 });
 

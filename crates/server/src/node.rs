@@ -21,7 +21,8 @@ use runnel_proto::internal::v1::{ProposeRequest, ReadMode, ReadShardRequest};
 use runnel_raft::network::PeerPool;
 use runnel_raft::state_machine::SmKind;
 use runnel_raft::{
-    codec, Command, CommandResponse, GroupInfo, Raft, Registry, RegistryOptions, ReplicaNode, WireRecord, META_GROUP,
+    codec, Command, CommandResponse, GroupInfo, Raft, Registry, RegistryOptions, ReplicaNode,
+    WireRecord, META_GROUP,
 };
 use runnel_storage::{Store, StoreOptions};
 use runnel_types::{Clock, Error, Position, Result, SystemClock};
@@ -124,7 +125,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("node_id", &self.config.node_id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,7 +181,13 @@ impl Node {
             )
             .await
             .map_err(|e| crate::StartError::Raft(e.to_string()))?;
-        let lowest = node.config.cluster().iter().map(|p| p.id).min().unwrap_or(node.config.node_id);
+        let lowest = node
+            .config
+            .cluster()
+            .iter()
+            .map(|p| p.id)
+            .min()
+            .unwrap_or(node.config.node_id);
         if lowest == node.config.node_id {
             let initialized = raft
                 .is_initialized()
@@ -189,7 +198,15 @@ impl Node {
                     .config
                     .cluster()
                     .into_iter()
-                    .map(|p| (p.id, ReplicaNode { node: p.id, addr: p.addr }))
+                    .map(|p| {
+                        (
+                            p.id,
+                            ReplicaNode {
+                                node: p.id,
+                                addr: p.addr,
+                            },
+                        )
+                    })
                     .collect();
                 if let Err(e) = raft.initialize(members).await {
                     tracing::warn!(node = node.config.node_id, error = %e, "metadata group initialize");
@@ -213,7 +230,11 @@ impl Node {
     /// Stops background loops and every group.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
         for t in tasks {
             t.abort();
         }
@@ -234,7 +255,9 @@ impl Node {
     pub fn state(&self) -> Result<Arc<MetaState>> {
         let s = self.meta.get();
         if s.secret.is_none() {
-            return Err(Error::Unavailable("the cluster is not initialized yet".into()));
+            return Err(Error::Unavailable(
+                "the cluster is not initialized yet".into(),
+            ));
         }
         Ok(s)
     }
@@ -257,7 +280,10 @@ impl Node {
                         .config
                         .cluster()
                         .into_iter()
-                        .map(|p| NodeInfo { id: p.id, addr: p.addr })
+                        .map(|p| NodeInfo {
+                            id: p.id,
+                            addr: p.addr,
+                        })
                         .collect(),
                     replication_factor: node.config.effective_replication_factor(),
                 };
@@ -317,7 +343,10 @@ impl Node {
                 };
                 let first = shard.replicas.first().map(|r| r.node) == Some(me);
                 if first && !shard.ready {
-                    let initialized = raft.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
+                    let initialized = raft
+                        .is_initialized()
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))?;
                     if !initialized {
                         let members: BTreeMap<u64, ReplicaNode> = shard
                             .replicas
@@ -392,7 +421,9 @@ impl Node {
                     Ok((horizon, n)) => {
                         tracing::info!(group = shard.group, stream = %stream.name, shard = shard.index, entries = n, ?horizon, "retention trimmed");
                     }
-                    Err(e) => tracing::warn!(group = shard.group, error = %e, "retention trim failed"),
+                    Err(e) => {
+                        tracing::warn!(group = shard.group, error = %e, "retention trim failed")
+                    }
                 }
             }
         }
@@ -456,7 +487,13 @@ impl Node {
             .nodes
             .get(&node)
             .map(|n| n.addr.clone())
-            .or_else(|| self.config.cluster().into_iter().find(|p| p.id == node).map(|p| p.addr))
+            .or_else(|| {
+                self.config
+                    .cluster()
+                    .into_iter()
+                    .find(|p| p.id == node)
+                    .map(|p| p.addr)
+            })
     }
 
     /// A client for the internal API of `node`.
@@ -487,7 +524,9 @@ impl Node {
         for attempt in 0..ROUTE_ATTEMPTS {
             let candidates = self.candidates(group);
             if candidates.is_empty() {
-                return Err(Error::ResourceNotFound(format!("group {group} has no replicas")));
+                return Err(Error::ResourceNotFound(format!(
+                    "group {group} has no replicas"
+                )));
             }
             let target = candidates[attempt % candidates.len()];
             let target = self.hint(group).unwrap_or(target);
@@ -555,7 +594,12 @@ impl Node {
         }
     }
 
-    async fn propose_remote(&self, node: u64, group: u64, bytes: Vec<u8>) -> Attempt<ProposalReply> {
+    async fn propose_remote(
+        &self,
+        node: u64,
+        group: u64,
+        bytes: Vec<u8>,
+    ) -> Attempt<ProposalReply> {
         let mut client = match self.internal_client(node) {
             Ok(c) => c,
             Err(e) => return Attempt::Fail(e),
@@ -600,18 +644,24 @@ impl Node {
         match proposal {
             Proposal::Meta(cmd) => {
                 if group != META_GROUP {
-                    return Attempt::Fail(Error::Internal("metadata command for a shard group".into()));
+                    return Attempt::Fail(Error::Internal(
+                        "metadata command for a shard group".into(),
+                    ));
                 }
                 let bytes = match codec::encode(cmd) {
                     Ok(b) => b,
                     Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
                 };
                 match write_classified(&raft, Command::Meta(bytes)).await {
-                    Attempt::Done(CommandResponse::Meta(reply)) => match codec::decode::<MetaReply>(&reply) {
-                        Ok(r) => Attempt::Done(ProposalReply::Meta(r)),
-                        Err(e) => Attempt::Fail(Error::Internal(e.to_string())),
-                    },
-                    Attempt::Done(other) => Attempt::Fail(Error::Internal(format!("unexpected reply {other:?}"))),
+                    Attempt::Done(CommandResponse::Meta(reply)) => {
+                        match codec::decode::<MetaReply>(&reply) {
+                            Ok(r) => Attempt::Done(ProposalReply::Meta(r)),
+                            Err(e) => Attempt::Fail(Error::Internal(e.to_string())),
+                        }
+                    }
+                    Attempt::Done(other) => {
+                        Attempt::Fail(Error::Internal(format!("unexpected reply {other:?}")))
+                    }
                     Attempt::NotLeader(h) => Attempt::NotLeader(h),
                     Attempt::Fail(e) => Attempt::Fail(e),
                 }
@@ -625,7 +675,10 @@ impl Node {
                     Err(e) => return Attempt::Fail(e),
                 };
                 let (reply, rx) = oneshot::channel();
-                let bytes = records.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
+                let bytes = records
+                    .iter()
+                    .map(|r| r.data.len() + r.partition_key.len())
+                    .sum();
                 let pending = Pending {
                     records: records.clone(),
                     bytes,
@@ -688,8 +741,13 @@ impl Node {
         };
         match tokio::time::timeout(Duration::from_secs(10), client.read_shard(req)).await {
             Err(_) => Attempt::NotLeader(None),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Attempt::NotLeader(None),
-            Ok(Err(status)) => Attempt::Fail(Error::Unavailable(format!("node {node}: {}", status.message()))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Attempt::NotLeader(None)
+            }
+            Ok(Err(status)) => Attempt::Fail(Error::Unavailable(format!(
+                "node {node}: {}",
+                status.message()
+            ))),
             Ok(Ok(r)) => {
                 let r = r.into_inner();
                 if r.error_code == NOT_LEADER {
@@ -743,7 +801,13 @@ impl Node {
                     sub: req.sub,
                 }
                 .max(trim);
-                match store.read_records(group, from, f.end, req.max_records as usize, req.max_bytes) {
+                match store.read_records(
+                    group,
+                    from,
+                    f.end,
+                    req.max_records as usize,
+                    req.max_bytes,
+                ) {
                     Ok(r) => out.records = r,
                     Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
                 }
@@ -772,9 +836,14 @@ fn connect_failed(status: &tonic::Status) -> bool {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    ["tcp connect error", "Connection refused", "error trying to connect", "dns error"]
-        .iter()
-        .any(|m| text.contains(m))
+    [
+        "tcp connect error",
+        "Connection refused",
+        "error trying to connect",
+        "dns error",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
 }
 
 /// Proposes a command and classifies the outcome: `NotLeader` only when the entry certainly was
@@ -786,14 +855,21 @@ async fn write_classified(raft: &Raft, cmd: Command) -> Attempt<CommandResponse>
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Attempt::NotLeader(f.leader_node.map(|n| n.node))
         }
-        Err(e) => Attempt::Fail(Error::Unavailable(format!("raft: {e}; the outcome is unknown"))),
+        Err(e) => Attempt::Fail(Error::Unavailable(format!(
+            "raft: {e}; the outcome is unknown"
+        ))),
     }
 }
 
 /// Groups concurrent appends of one shard into few Raft entries. Entries are proposed in arrival
 /// order (so concurrent requests keep their relative order) and up to `MAX_INFLIGHT_ENTRIES` are
 /// replicated at once.
-async fn batch_loop(group: u64, raft: Raft, mut rx: mpsc::Receiver<Pending>, clock: Arc<SystemClock>) {
+async fn batch_loop(
+    group: u64,
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    clock: Arc<SystemClock>,
+) {
     use openraft::error::ClientWriteError;
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_ENTRIES));
     let mut carry: Option<Pending> = None;
@@ -811,7 +887,9 @@ async fn batch_loop(group: u64, raft: Raft, mut rx: mpsc::Receiver<Pending>, clo
         while count < MAX_ENTRY_RECORDS && bytes < MAX_ENTRY_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
-                    if count + p.records.len() > MAX_ENTRY_RECORDS || bytes + p.bytes > MAX_ENTRY_BYTES {
+                    if count + p.records.len() > MAX_ENTRY_RECORDS
+                        || bytes + p.bytes > MAX_ENTRY_BYTES
+                    {
                         carry = Some(p);
                         break;
                     }
@@ -854,13 +932,17 @@ async fn batch_loop(group: u64, raft: Raft, mut rx: mpsc::Receiver<Pending>, clo
                 let a = match &outcome {
                     Ok(Ok(resp)) => match resp.data {
                         CommandResponse::Records {
-                            log_index, arrival_ms, ..
+                            log_index,
+                            arrival_ms,
+                            ..
                         } => Attempt::Done(Appended {
                             log_index,
                             arrival_ms,
                             first_sub: offset,
                         }),
-                        ref other => Attempt::Fail(Error::Internal(format!("unexpected apply reply {other:?}"))),
+                        ref other => Attempt::Fail(Error::Internal(format!(
+                            "unexpected apply reply {other:?}"
+                        ))),
                     },
                     Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
                         Attempt::NotLeader(f.leader_node.as_ref().map(|n| n.node))

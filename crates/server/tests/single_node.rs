@@ -8,7 +8,11 @@ use runnel_server::config::NodeConfig;
 use runnel_types::Error;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(dir: &std::path::Path) -> (runnel_server::Server, Client) {
@@ -33,7 +37,10 @@ fn kind(e: &Error) -> &'static str {
 async fn count_records(c: &Client, stream: &str) -> usize {
     let mut n = 0;
     for sh in c.list_shards(stream).await.unwrap() {
-        let it = c.shard_iterator(stream, &sh.shard_id, &Start::TrimHorizon).await.unwrap();
+        let it = c
+            .shard_iterator(stream, &sh.shard_id, &Start::TrimHorizon)
+            .await
+            .unwrap();
         n += c.get_records(&it, 10_000).await.unwrap().records.len();
     }
     n
@@ -65,20 +72,30 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     let e = c.put_record("s", "", b"x".to_vec()).await.unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
     assert!(e.message().contains("partitionKey"), "{e}");
-    let e = c.put_record("s", &"k".repeat(257), b"x".to_vec()).await.unwrap_err();
+    let e = c
+        .put_record("s", &"k".repeat(257), b"x".to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
-    let e = c.put_record("s", "k", vec![0u8; 1024 * 1024 + 1]).await.unwrap_err();
+    let e = c
+        .put_record("s", "k", vec![0u8; 1024 * 1024 + 1])
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
     assert!(e.message().contains("data"), "{e}");
     let e = c.put_record("nope", "k", b"x".to_vec()).await.unwrap_err();
     assert_eq!(kind(&e), "ResourceNotFoundException");
     assert!(e.message().contains("nope"), "{e}");
 
-    let too_many: Vec<(String, Vec<u8>)> = (0..501).map(|i| (format!("k{i}"), b"x".to_vec())).collect();
+    let too_many: Vec<(String, Vec<u8>)> =
+        (0..501).map(|i| (format!("k{i}"), b"x".to_vec())).collect();
     let e = c.put_records("s", too_many).await.unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
     // One bad entry rejects the whole request: the good entries are not written either.
-    let mixed = vec![("good".to_string(), b"1".to_vec()), (String::new(), b"2".to_vec())];
+    let mixed = vec![
+        ("good".to_string(), b"1".to_vec()),
+        (String::new(), b"2".to_vec()),
+    ];
     let e = c.put_records("s", mixed).await.unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
     assert!(e.message().contains("records.2.member.partitionKey"), "{e}");
@@ -94,30 +111,59 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         })
         .await
         .unwrap_err();
-    assert_eq!(runnel_client::from_status(&e).kinesis_name(), "InvalidArgumentException");
+    assert_eq!(
+        runnel_client::from_status(&e).kinesis_name(),
+        "InvalidArgumentException"
+    );
 
-    assert_eq!(count_records(&c, "s").await, 0, "a rejected request wrote something");
+    assert_eq!(
+        count_records(&c, "s").await,
+        0,
+        "a rejected request wrote something"
+    );
 
     // Iterators: unknown shard, bad sequence numbers, forged and malformed tokens, expiry.
-    let e = c.shard_iterator("s", "shardId-000000000009", &Start::TrimHorizon).await.unwrap_err();
+    let e = c
+        .shard_iterator("s", "shardId-000000000009", &Start::TrimHorizon)
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "ResourceNotFoundException");
-    let e = c.shard_iterator("s", "shardId-000000000000", &Start::At("12x".into())).await.unwrap_err();
+    let e = c
+        .shard_iterator("s", "shardId-000000000000", &Start::At("12x".into()))
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "InvalidArgumentException");
     let (shard, seq) = c.put_record("s", "k", b"v".to_vec()).await.unwrap();
-    let other = if shard.ends_with('0') { "shardId-000000000001" } else { "shardId-000000000000" };
-    let e = c.shard_iterator("s", other, &Start::At(seq.clone())).await.unwrap_err();
+    let other = if shard.ends_with('0') {
+        "shardId-000000000001"
+    } else {
+        "shardId-000000000000"
+    };
+    let e = c
+        .shard_iterator("s", other, &Start::At(seq.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "InvalidArgumentException");
-    let it = c.shard_iterator("s", &shard, &Start::At(seq.clone())).await.unwrap();
+    let it = c
+        .shard_iterator("s", &shard, &Start::At(seq.clone()))
+        .await
+        .unwrap();
     let e = c.get_records("garbage!", 10).await.unwrap_err();
     assert_eq!(kind(&e), "InvalidArgumentException");
     let mut forged = it.clone().into_bytes();
     let mid = forged.len() / 2;
     forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
-    let e = c.get_records(&String::from_utf8(forged).unwrap(), 10).await.unwrap_err();
+    let e = c
+        .get_records(&String::from_utf8(forged).unwrap(), 10)
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "InvalidArgumentException");
     let e = c.get_records(&it, 10_001).await.unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
-    assert_eq!(c.get_records(&it, 10).await.unwrap().records[0].sequence_number, seq);
+    assert_eq!(
+        c.get_records(&it, 10).await.unwrap().records[0].sequence_number,
+        seq
+    );
     server.node().clock.set_offset_ms(301_000);
     let e = c.get_records(&it, 10).await.unwrap_err();
     assert_eq!(kind(&e), "ExpiredIteratorException");
@@ -135,21 +181,35 @@ async fn retention_trims_expired_records_and_keeps_the_rest() {
     c.create_stream("t", 1, 24).await.unwrap();
     c.wait_active("t", Duration::from_secs(30)).await.unwrap();
     for i in 0..50 {
-        c.put_record("t", "k", format!("old{i}").into_bytes()).await.unwrap();
+        c.put_record("t", "k", format!("old{i}").into_bytes())
+            .await
+            .unwrap();
     }
     // Twenty hours later, more records arrive.
     server.node().clock.set_offset_ms(20 * 3_600_000);
     for i in 0..10 {
-        c.put_record("t", "k", format!("new{i}").into_bytes()).await.unwrap();
+        c.put_record("t", "k", format!("new{i}").into_bytes())
+            .await
+            .unwrap();
     }
     server.node().trim_expired();
-    assert_eq!(count_records(&c, "t").await, 60, "nothing is older than 24 h yet");
+    assert_eq!(
+        count_records(&c, "t").await,
+        60,
+        "nothing is older than 24 h yet"
+    );
     // Five more hours: the first batch is 25 h old, the second 5 h.
     server.node().clock.set_offset_ms(25 * 3_600_000);
     server.node().trim_expired();
-    let it = c.shard_iterator("t", "shardId-000000000000", &Start::TrimHorizon).await.unwrap();
+    let it = c
+        .shard_iterator("t", "shardId-000000000000", &Start::TrimHorizon)
+        .await
+        .unwrap();
     let recs = c.get_records(&it, 1000).await.unwrap().records;
-    let data: Vec<String> = recs.iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect();
+    let data: Vec<String> = recs
+        .iter()
+        .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
+        .collect();
     assert_eq!(data, (0..10).map(|i| format!("new{i}")).collect::<Vec<_>>());
     // Writes and reads go on after trimming.
     c.put_record("t", "k", b"later".to_vec()).await.unwrap();

@@ -69,7 +69,10 @@ pub(crate) fn decode_time_key(k: &[u8], group: u64) -> Result<(u64, u64)> {
     if k.len() != 24 || k[..8] != group.to_be_bytes() {
         return Err(Error::Corrupt(format!("bad time key {k:?}")));
     }
-    Ok((u64::from_be_bytes(arr8(&k[8..16])), u64::from_be_bytes(arr8(&k[16..24]))))
+    Ok((
+        u64::from_be_bytes(arr8(&k[8..16])),
+        u64::from_be_bytes(arr8(&k[16..24])),
+    ))
 }
 
 pub(crate) fn encode_position(p: Position) -> [u8; 12] {

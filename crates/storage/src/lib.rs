@@ -24,8 +24,8 @@
 
 mod error;
 mod keys;
-mod record;
 mod metrics;
+mod record;
 mod writer;
 
 pub use error::{Error, Result};
@@ -37,8 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions,
-    WriteOptions, DB,
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteOptions, DB,
 };
 use runnel_types::Position;
 
@@ -191,9 +190,9 @@ impl Store {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(log_key(group, 0).to_vec());
         let upper = log_key(group, u64::MAX);
-        let mut iter = self
-            .db()
-            .iterator_cf_opt(cf, ro, IteratorMode::From(&upper, Direction::Reverse));
+        let mut iter =
+            self.db()
+                .iterator_cf_opt(cf, ro, IteratorMode::From(&upper, Direction::Reverse));
         match iter.next() {
             Some(item) => {
                 let (k, v) = item?;
@@ -222,7 +221,11 @@ impl Store {
         let cf = self.cf(CF_LOG)?;
         let state = self.cf(CF_STATE)?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, &log_key(group, 0)[..], &log_key(group, upto.saturating_add(1))[..]);
+        batch.delete_range_cf(
+            cf,
+            &log_key(group, 0)[..],
+            &log_key(group, upto.saturating_add(1))[..],
+        );
         batch.put_cf(state, state_key(group, StateKey::LastPurged), purged);
         Ok(batch)
     }
@@ -276,7 +279,11 @@ impl Store {
     ) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.add_records_to_batch(&mut batch, group, log_index, arrival_ms, records)?;
-        batch.put_cf(self.cf(CF_STATE)?, state_key(group, StateKey::Applied), applied);
+        batch.put_cf(
+            self.cf(CF_STATE)?,
+            state_key(group, StateKey::Applied),
+            applied,
+        );
         self.write_nosync(batch)
     }
 
@@ -296,8 +303,13 @@ impl Store {
         let rec_cf = self.cf(CF_RECORDS)?;
         let time_cf = self.cf(CF_TIME)?;
         for (sub, rec) in records.iter().enumerate() {
-            let sub = u32::try_from(sub).map_err(|_| Error::Invalid("too many records in one entry".into()))?;
-            batch.put_cf(rec_cf, record_key(group, Position { log_index, sub }), record::encode(rec, arrival_ms));
+            let sub = u32::try_from(sub)
+                .map_err(|_| Error::Invalid("too many records in one entry".into()))?;
+            batch.put_cf(
+                rec_cf,
+                record_key(group, Position { log_index, sub }),
+                record::encode(rec, arrival_ms),
+            );
         }
         batch.put_cf(time_cf, time_key(group, arrival_ms, log_index), []);
         Ok(())
@@ -335,9 +347,9 @@ impl Store {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(record_key(group, end).to_vec());
         let start = record_key(group, from);
-        let iter = self
-            .db()
-            .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
+        let iter =
+            self.db()
+                .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for item in iter {
@@ -364,9 +376,9 @@ impl Store {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(group_upper(group).to_vec());
         let start = time_key(group, ts_ms, 0);
-        let mut iter = self
-            .db()
-            .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
+        let mut iter =
+            self.db()
+                .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
         match iter.next() {
             Some(item) => {
                 let (k, _) = item?;
@@ -392,9 +404,9 @@ impl Store {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(time_key(group, cutoff_ms, 0).to_vec());
         let start = group_prefix(group);
-        let iter = self
-            .db()
-            .iterator_cf_opt(time_cf, ro, IteratorMode::From(&start, Direction::Forward));
+        let iter =
+            self.db()
+                .iterator_cf_opt(time_cf, ro, IteratorMode::From(&start, Direction::Forward));
         let mut last_index = None;
         let mut removed = 0u64;
         for item in iter {
@@ -407,11 +419,27 @@ impl Store {
         let Some(last) = last_index else {
             return Ok((old, 0));
         };
-        let horizon = Position { log_index: last.saturating_add(1), sub: 0 }.max(old);
+        let horizon = Position {
+            log_index: last.saturating_add(1),
+            sub: 0,
+        }
+        .max(old);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_RECORDS)?, &record_key(group, Position::START)[..], &record_key(group, horizon)[..]);
-        batch.delete_range_cf(time_cf, &group_prefix(group)[..], &time_key(group, cutoff_ms, 0)[..]);
-        batch.put_cf(self.cf(CF_STATE)?, state_key(group, StateKey::TrimHorizon), keys::encode_position(horizon));
+        batch.delete_range_cf(
+            self.cf(CF_RECORDS)?,
+            &record_key(group, Position::START)[..],
+            &record_key(group, horizon)[..],
+        );
+        batch.delete_range_cf(
+            time_cf,
+            &group_prefix(group)[..],
+            &time_key(group, cutoff_ms, 0)[..],
+        );
+        batch.put_cf(
+            self.cf(CF_STATE)?,
+            state_key(group, StateKey::TrimHorizon),
+            keys::encode_position(horizon),
+        );
         self.write_nosync(batch)?;
         metrics::RETENTION_TRIMMED.inc_by(removed);
         Ok((horizon, removed))
@@ -420,14 +448,28 @@ impl Store {
     /// Removes every record and time-index row of `group` (before installing a snapshot).
     pub fn clear_records(&self, group: u64) -> Result<WriteBatch> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_RECORDS)?, &group_prefix(group)[..], &group_upper(group)[..]);
-        batch.delete_range_cf(self.cf(CF_TIME)?, &group_prefix(group)[..], &group_upper(group)[..]);
+        batch.delete_range_cf(
+            self.cf(CF_RECORDS)?,
+            &group_prefix(group)[..],
+            &group_upper(group)[..],
+        );
+        batch.delete_range_cf(
+            self.cf(CF_TIME)?,
+            &group_prefix(group)[..],
+            &group_upper(group)[..],
+        );
         batch.delete_cf(self.cf(CF_STATE)?, state_key(group, StateKey::TrimHorizon));
         Ok(batch)
     }
 
     /// Puts a state value into a batch.
-    pub fn batch_put_state(&self, batch: &mut WriteBatch, group: u64, key: StateKey, value: &[u8]) -> Result<()> {
+    pub fn batch_put_state(
+        &self,
+        batch: &mut WriteBatch,
+        group: u64,
+        key: StateKey,
+        value: &[u8],
+    ) -> Result<()> {
         batch.put_cf(self.cf(CF_STATE)?, state_key(group, key), value);
         Ok(())
     }
@@ -436,7 +478,11 @@ impl Store {
     pub fn destroy_group(&self, group: u64) -> Result<()> {
         let mut batch = WriteBatch::default();
         for name in [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME] {
-            batch.delete_range_cf(self.cf(name)?, &group_prefix(group)[..], &group_upper(group)[..]);
+            batch.delete_range_cf(
+                self.cf(name)?,
+                &group_prefix(group)[..],
+                &group_upper(group)[..],
+            );
         }
         self.write_sync(batch)
     }
@@ -479,13 +525,24 @@ mod tests {
     #[test]
     fn records_read_back_in_order_within_bounds() {
         let (_d, s) = open();
-        s.apply_records(5, 3, 1000, &[rec("a", "1"), rec("b", "2")], b"applied3").unwrap();
+        s.apply_records(5, 3, 1000, &[rec("a", "1"), rec("b", "2")], b"applied3")
+            .unwrap();
         s.apply_records(5, 4, 1001, &[], b"applied4").unwrap();
-        s.apply_records(5, 6, 1002, &[rec("c", "3")], b"applied6").unwrap();
-        s.apply_records(6, 1, 1000, &[rec("other", "x")], b"g6").unwrap();
-        assert_eq!(s.get_state(5, StateKey::Applied).unwrap().unwrap(), b"applied6");
-        let end = Position { log_index: 7, sub: 0 };
-        let all = s.read_records(5, Position::START, end, 100, u64::MAX).unwrap();
+        s.apply_records(5, 6, 1002, &[rec("c", "3")], b"applied6")
+            .unwrap();
+        s.apply_records(6, 1, 1000, &[rec("other", "x")], b"g6")
+            .unwrap();
+        assert_eq!(
+            s.get_state(5, StateKey::Applied).unwrap().unwrap(),
+            b"applied6"
+        );
+        let end = Position {
+            log_index: 7,
+            sub: 0,
+        };
+        let all = s
+            .read_records(5, Position::START, end, 100, u64::MAX)
+            .unwrap();
         let got: Vec<(u64, u32, &str)> = all
             .iter()
             .map(|(p, r)| (p.log_index, p.sub, r.partition_key.as_str()))
@@ -493,24 +550,91 @@ mod tests {
         assert_eq!(got, vec![(3, 0, "a"), (3, 1, "b"), (6, 0, "c")]);
         assert_eq!(all[2].1.arrival_ms, 1002);
         // Bounded by the end position, by count and by bytes (at least one record).
-        assert_eq!(s.read_records(5, Position::START, Position { log_index: 6, sub: 0 }, 100, u64::MAX).unwrap().len(), 2);
-        assert_eq!(s.read_records(5, Position { log_index: 3, sub: 1 }, end, 1, u64::MAX).unwrap()[0].0.sub, 1);
-        assert_eq!(s.read_records(5, Position::START, end, 100, 0).unwrap().len(), 1);
+        assert_eq!(
+            s.read_records(
+                5,
+                Position::START,
+                Position {
+                    log_index: 6,
+                    sub: 0
+                },
+                100,
+                u64::MAX
+            )
+            .unwrap()
+            .len(),
+            2
+        );
+        assert_eq!(
+            s.read_records(
+                5,
+                Position {
+                    log_index: 3,
+                    sub: 1
+                },
+                end,
+                1,
+                u64::MAX
+            )
+            .unwrap()[0]
+                .0
+                .sub,
+            1
+        );
+        assert_eq!(
+            s.read_records(5, Position::START, end, 100, 0)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn time_index_and_retention_trim() {
         let (_d, s) = open();
         for i in 1..=10u64 {
-            s.apply_records(9, i, 1000 * i, &[rec("k", &i.to_string())], b"a").unwrap();
+            s.apply_records(9, i, 1000 * i, &[rec("k", &i.to_string())], b"a")
+                .unwrap();
         }
-        assert_eq!(s.first_position_at_or_after(9, 2500).unwrap(), Some(Position { log_index: 3, sub: 0 }));
-        assert_eq!(s.first_position_at_or_after(9, 3000).unwrap(), Some(Position { log_index: 3, sub: 0 }));
+        assert_eq!(
+            s.first_position_at_or_after(9, 2500).unwrap(),
+            Some(Position {
+                log_index: 3,
+                sub: 0
+            })
+        );
+        assert_eq!(
+            s.first_position_at_or_after(9, 3000).unwrap(),
+            Some(Position {
+                log_index: 3,
+                sub: 0
+            })
+        );
         assert_eq!(s.first_position_at_or_after(9, 10_001).unwrap(), None);
         let (h, n) = s.trim_before(9, 4000).unwrap();
-        assert_eq!((h, n), (Position { log_index: 4, sub: 0 }, 3));
+        assert_eq!(
+            (h, n),
+            (
+                Position {
+                    log_index: 4,
+                    sub: 0
+                },
+                3
+            )
+        );
         assert_eq!(s.trim_horizon(9).unwrap(), h);
-        let left = s.read_records(9, Position::START, Position { log_index: 11, sub: 0 }, 100, u64::MAX).unwrap();
+        let left = s
+            .read_records(
+                9,
+                Position::START,
+                Position {
+                    log_index: 11,
+                    sub: 0,
+                },
+                100,
+                u64::MAX,
+            )
+            .unwrap();
         assert_eq!(left.first().unwrap().0.log_index, 4);
         assert_eq!(left.len(), 7);
         // The horizon never moves back.
@@ -521,13 +645,28 @@ mod tests {
     #[tokio::test]
     async fn log_append_truncate_purge_through_writer() {
         let (_d, s) = open();
-        let batch = s.log_append_batch(1, &[(1, b"e1".to_vec()), (2, b"e2".to_vec()), (3, b"e3".to_vec())]).unwrap();
+        let batch = s
+            .log_append_batch(
+                1,
+                &[
+                    (1, b"e1".to_vec()),
+                    (2, b"e2".to_vec()),
+                    (3, b"e3".to_vec()),
+                ],
+            )
+            .unwrap();
         s.log_writer().write(batch).await.unwrap();
         assert_eq!(s.log_last(1).unwrap().unwrap().0, 3);
         assert_eq!(s.log_last(2).unwrap(), None);
-        s.log_writer().write(s.log_truncate_batch(1, 3).unwrap()).await.unwrap();
+        s.log_writer()
+            .write(s.log_truncate_batch(1, 3).unwrap())
+            .await
+            .unwrap();
         assert_eq!(s.log_last(1).unwrap().unwrap().0, 2);
-        s.log_writer().write(s.log_purge_batch(1, 1, b"p").unwrap()).await.unwrap();
+        s.log_writer()
+            .write(s.log_purge_batch(1, 1, b"p").unwrap())
+            .await
+            .unwrap();
         let rows = s.log_range(1, 0, 10).unwrap();
         assert_eq!(rows, vec![(2, b"e2".to_vec())]);
         assert_eq!(s.get_state(1, StateKey::LastPurged).unwrap().unwrap(), b"p");

@@ -8,7 +8,6 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
-
 /// A record as written by a producer, before a position and arrival time are known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordIn {
@@ -35,7 +34,8 @@ pub struct StoredRecord {
 
 pub(crate) fn encode(rec: &RecordIn, arrival_ms: u64) -> Vec<u8> {
     let pk = rec.partition_key.as_bytes();
-    let mut v = Vec::with_capacity(1 + 2 + rec.encryption.len() + 8 + 2 + pk.len() + rec.data.len());
+    let mut v =
+        Vec::with_capacity(1 + 2 + rec.encryption.len() + 8 + 2 + pk.len() + rec.data.len());
     v.push(1u8);
     // Lengths were validated upstream (pk <= 256 chars = at most 1024 bytes; headers are small).
     v.extend_from_slice(&(rec.encryption.len().min(u16::MAX as usize) as u16).to_be_bytes());
@@ -60,7 +60,12 @@ pub(crate) fn decode(v: &[u8]) -> Result<StoredRecord> {
     let pk = r.take(pk_len).ok_or_else(bad)?;
     let partition_key = String::from_utf8(pk.to_vec()).map_err(|_| bad())?;
     let data = Bytes::copy_from_slice(&v[r.at..]);
-    Ok(StoredRecord { arrival_ms, partition_key, data, encryption })
+    Ok(StoredRecord {
+        arrival_ms,
+        partition_key,
+        data,
+        encryption,
+    })
 }
 
 struct Reader<'a> {

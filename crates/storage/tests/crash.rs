@@ -11,7 +11,11 @@ use runnel_storage::{Store, StoreOptions};
 const GROUPS: u64 = 3;
 
 fn payload(group: u64, index: u64) -> Vec<u8> {
-    format!("group {group} entry {index} {}", "x".repeat((index % 200) as usize)).into_bytes()
+    format!(
+        "group {group} entry {index} {}",
+        "x".repeat((index % 200) as usize)
+    )
+    .into_bytes()
 }
 
 fn child(dir: &str) {
@@ -57,7 +61,12 @@ fn acknowledged_appends_survive_sigkill() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "acknowledged_appends_survive_sigkill", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "acknowledged_appends_survive_sigkill",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("RUNNEL_CRASH_CHILD", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -79,12 +88,20 @@ fn acknowledged_appends_survive_sigkill() {
     // SIGKILL while the child is still appending.
     proc.kill().unwrap();
     proc.wait().unwrap();
-    assert!(acked.len() >= 1500, "child acknowledged only {} entries", acked.len());
+    assert!(
+        acked.len() >= 1500,
+        "child acknowledged only {} entries",
+        acked.len()
+    );
 
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     for (group, index) in &acked {
         let rows = store.log_range(*group, *index, index + 1).unwrap();
-        assert_eq!(rows.len(), 1, "acknowledged entry {group}/{index} is missing after the crash");
+        assert_eq!(
+            rows.len(),
+            1,
+            "acknowledged entry {group}/{index} is missing after the crash"
+        );
         assert_eq!(rows[0].1, payload(*group, *index));
     }
     // Entries of each group are contiguous from 1 (no holes before the last durable one).

@@ -71,7 +71,9 @@ impl Error {
             "LimitExceededException" => Error::LimitExceeded(message),
             "InvalidArgumentException" => Error::InvalidArgument(message),
             "ValidationException" => Error::Validation(message),
-            "ProvisionedThroughputExceededException" => Error::ProvisionedThroughputExceeded(message),
+            "ProvisionedThroughputExceededException" => {
+                Error::ProvisionedThroughputExceeded(message)
+            }
             "ExpiredIteratorException" => Error::ExpiredIterator(message),
             "ExpiredNextTokenException" => Error::ExpiredNextToken(message),
             "AccessDeniedException" => Error::AccessDenied(message),
@@ -94,14 +96,14 @@ impl Error {
     /// [`Error::http_status`] this is the one place where errors meet transports.
     pub fn grpc_code(&self) -> i32 {
         match self {
-            Error::ResourceNotFound(_) => 5,                                            // NOT_FOUND
-            Error::ResourceInUse(_) => 9,                                               // FAILED_PRECONDITION
-            Error::LimitExceeded(_) | Error::ProvisionedThroughputExceeded(_) => 8,     // RESOURCE_EXHAUSTED
-            Error::InvalidArgument(_) | Error::Validation(_) => 3,                      // INVALID_ARGUMENT
-            Error::ExpiredIterator(_) | Error::ExpiredNextToken(_) => 11,               // OUT_OF_RANGE
-            Error::AccessDenied(_) => 7,                                                // PERMISSION_DENIED
-            Error::Unavailable(_) => 14,                                                // UNAVAILABLE
-            Error::Internal(_) => 13,                                                   // INTERNAL
+            Error::ResourceNotFound(_) => 5, // NOT_FOUND
+            Error::ResourceInUse(_) => 9,    // FAILED_PRECONDITION
+            Error::LimitExceeded(_) | Error::ProvisionedThroughputExceeded(_) => 8, // RESOURCE_EXHAUSTED
+            Error::InvalidArgument(_) | Error::Validation(_) => 3, // INVALID_ARGUMENT
+            Error::ExpiredIterator(_) | Error::ExpiredNextToken(_) => 11, // OUT_OF_RANGE
+            Error::AccessDenied(_) => 7,                           // PERMISSION_DENIED
+            Error::Unavailable(_) => 14,                           // UNAVAILABLE
+            Error::Internal(_) => 13,                              // INTERNAL
         }
     }
 

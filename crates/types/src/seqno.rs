@@ -18,7 +18,9 @@ use crate::names::ShardId;
 
 /// Position of a record inside a shard's log: the Raft log index of the entry that carried it and
 /// the record's offset inside that entry.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Position {
     /// Raft log index of the entry that carried the record.
     pub log_index: u64,

@@ -38,7 +38,10 @@ impl TestCluster {
 
     /// Like [`TestCluster::start`] with extra TOML appended to every node's config.
     pub fn start_with(n: usize, extra: &str) -> TestCluster {
-        let dir = tempfile::Builder::new().prefix("runnel-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("runnel-test-")
+            .tempdir()
+            .expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let peers: Vec<String> = ports
             .iter()
@@ -64,7 +67,10 @@ impl TestCluster {
                 child: None,
             });
         }
-        let mut c = TestCluster { dir: Some(dir), nodes };
+        let mut c = TestCluster {
+            dir: Some(dir),
+            nodes,
+        };
         for i in 0..n {
             c.spawn(i);
         }
