@@ -50,11 +50,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 }
 
 #[test]
-fn shard_group_storage_passes_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder { meta: false })
+fn shard_group_storage_passes_openraft_suite() {
+    Suite::test_all(Builder { meta: false }).expect("openraft storage suite (shard group)");
 }
 
 #[test]
-fn meta_group_storage_passes_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder { meta: true })
+fn meta_group_storage_passes_openraft_suite() {
+    Suite::test_all(Builder { meta: true }).expect("openraft storage suite (metadata group)");
 }

@@ -74,7 +74,7 @@ async fn writer(
             "writer {w} did not finish in time"
         );
         let client = &clients[ep];
-        if (step / 20) % 2 == 0 {
+        if (step / 20).is_multiple_of(2) {
             // One record at a time with PutRecord.
             let key = format!("w{w}-k{}", step % keys);
             let value = format!("w{w}-s{step}-a{attempt}");

@@ -729,7 +729,7 @@ impl Node {
         self.route(
             group,
             || self.read_local(group, &req),
-            |n| self.read_remote(n, req.clone()),
+            |n| self.read_remote(n, req),
         )
         .await
     }

@@ -16,10 +16,12 @@ fn free_port() -> u16 {
 }
 
 async fn start(dir: &std::path::Path) -> (runnel_server::Server, Client) {
-    let mut config = NodeConfig::default();
-    config.data_dir = dir.to_path_buf();
-    config.grpc_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    config.http_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = NodeConfig {
+        data_dir: dir.to_path_buf(),
+        grpc_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        http_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        ..Default::default()
+    };
     let server = runnel_server::start(config).await.unwrap();
     let client = Client::connect_lazy(&format!("http://{}", server.grpc_addr())).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
