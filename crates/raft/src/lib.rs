@@ -25,6 +25,7 @@
 pub mod codec;
 mod error;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 mod registry;
 pub mod state_machine;

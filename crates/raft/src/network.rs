@@ -259,6 +259,8 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         }
         let result: Result<SnapshotResponse<ReplicaId>, String> =
             decode(&reply.payload).map_err(|e| unreachable(e.to_string()))?;
+        crate::metrics::SNAPSHOTS_SENT.inc();
+        tracing::info!(group, target, "sent snapshot");
         result.map_err(|e| StreamingError::Network(NetworkError::new(&NetErr(e))))
     }
 

@@ -407,11 +407,22 @@ impl Registry {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),
         };
+        let last = snapshot.meta.last_log_id;
         let result: std::result::Result<SnapshotResponse<ReplicaId>, String> = h
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| e.to_string());
+        if result.is_ok() {
+            crate::metrics::SNAPSHOTS_INSTALLED.inc();
+            tracing::info!(
+                group,
+                replica = target,
+                node = self.node_id,
+                ?last,
+                "installed snapshot"
+            );
+        }
         match encode(&result) {
             Ok(p) => RaftReply {
                 payload: p.into(),

@@ -399,3 +399,118 @@ async fn full_cluster_restart_keeps_all_data() {
         .await
         .unwrap();
 }
+
+/// A plain HTTP GET on loopback; returns the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Digest of a group's records on one node (internal API).
+async fn digest(endpoint: &str, group: u64) -> Option<(u64, Vec<u8>, u64)> {
+    use runnel_proto::internal::v1::{internal_client::InternalClient, GroupDigestRequest};
+    let mut c = InternalClient::connect(endpoint.to_string()).await.ok()?;
+    let r = c
+        .group_digest(GroupDigestRequest { group_id: group })
+        .await
+        .ok()?
+        .into_inner();
+    Some((r.applied_index, r.digest.to_vec(), r.record_count))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_replica_catches_up_from_a_snapshot() {
+    // Snapshots every 50 entries, keeping 10: a follower that misses 300 entries can only catch up
+    // by installing a snapshot.
+    let mut cluster =
+        TestCluster::start_with(3, "[raft]\nshard_snapshot_logs = 50\nlogs_to_keep = 10\n");
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let c = cluster.client(0);
+    c.create_stream("snap", 1, 0).await.unwrap();
+    c.wait_active("snap", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let status = c.cluster_status().await.unwrap();
+    let g = status
+        .groups
+        .iter()
+        .find(|g| g.stream == "snap")
+        .unwrap()
+        .clone();
+    let follower = *g
+        .replica_nodes
+        .iter()
+        .find(|n| **n != g.leader_node)
+        .unwrap();
+    let fi = cluster.index_of(follower);
+    cluster.kill(fi);
+    let live = (0..3).find(|i| *i != fi).unwrap();
+    let c = cluster.client(live);
+    let mut values = Vec::new();
+    for i in 0..300 {
+        let v = format!("snap-{i}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c
+                .put_record("snap", &format!("k{}", i % 7), v.clone().into_bytes())
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "write failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        values.push(v);
+    }
+    cluster.spawn(fi);
+    // Every replica converges to the same records.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut digests = Vec::new();
+        for i in 0..3 {
+            digests.push(digest(&cluster.endpoint(i), g.group_id).await);
+        }
+        let all_same = digests.iter().all(|d| {
+            d.is_some()
+                && d.as_ref().map(|x| (&x.1, x.2)) == digests[0].as_ref().map(|x| (&x.1, x.2))
+        });
+        if all_same && digests[0].as_ref().is_some_and(|d| d.2 == 300) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge: {digests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The follower caught up by installing a snapshot (its log was purged on the leader).
+    let metrics = http_get(cluster.nodes[fi].http, "/metrics");
+    let installed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("runnel_raft_snapshots_installed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        installed >= 1,
+        "no snapshot was installed on the restarted follower"
+    );
+    let all = read_all(&cluster.client(fi), "snap").await;
+    let got: Vec<String> = all
+        .values()
+        .flatten()
+        .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, values);
+}

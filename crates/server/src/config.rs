@@ -34,6 +34,8 @@ pub struct RaftConfig {
     pub shard_election_max_ms: u64,
     /// Log entries between shard snapshots.
     pub shard_snapshot_logs: u64,
+    /// Log entries kept after a snapshot (a follower further behind gets the snapshot).
+    pub logs_to_keep: u64,
 }
 
 impl Default for RaftConfig {
@@ -46,6 +48,7 @@ impl Default for RaftConfig {
             shard_election_min_ms: 1000,
             shard_election_max_ms: 2000,
             shard_snapshot_logs: 20_000,
+            logs_to_keep: 5_000,
         }
     }
 }
@@ -260,6 +263,9 @@ impl NodeConfig {
                 "raft: need 0 < shard_heartbeat_ms < shard_election_min_ms < shard_election_max_ms"
                     .into(),
             );
+        }
+        if r.shard_snapshot_logs == 0 {
+            return bad("raft: shard_snapshot_logs must be at least 1".into());
         }
         if self.retention_check_secs == 0 {
             return bad("retention_check_secs must be at least 1".into());

@@ -155,7 +155,7 @@ impl Node {
                 shard_heartbeat_ms: r.shard_heartbeat_ms,
                 shard_election_ms: (r.shard_election_min_ms, r.shard_election_max_ms),
                 shard_snapshot_logs: r.shard_snapshot_logs,
-                ..Default::default()
+                logs_to_keep: r.logs_to_keep,
             },
         );
         let meta = MetaHandle::default();

@@ -11,7 +11,7 @@
 //! * many groups share each `fsync` (group commit), which is where throughput comes from.
 
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -39,6 +39,9 @@ const MAX_JOBS_PER_SYNC: usize = 4096;
 impl LogWriter {
     pub(crate) fn start(db: Arc<DB>, skip_fsync: bool) -> Result<LogWriter> {
         let (tx, rx) = mpsc::channel::<Job>();
+        // The thread holds the DB weakly: the DB closes as soon as the last `Store` is dropped
+        // (RocksDB must be closed before the process exits).
+        let db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("runnel-log-writer".into())
             .spawn(move || run(db, rx, skip_fsync))
@@ -66,7 +69,7 @@ impl LogWriter {
     }
 }
 
-fn run(db: Arc<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
+fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
     let mut jobs = Vec::with_capacity(64);
     let nosync = {
         let mut wo = WriteOptions::default();
@@ -81,6 +84,12 @@ fn run(db: Arc<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
                 Err(_) => break,
             }
         }
+        let Some(db) = db.upgrade() else {
+            for job in jobs.drain(..) {
+                (job.done)(Err(Error::Closed));
+            }
+            continue;
+        };
         let mut entries = 0usize;
         let mut failed: Option<Error> = None;
         let mut results: Vec<Result<()>> = Vec::with_capacity(jobs.len());
