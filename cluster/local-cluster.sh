@@ -13,11 +13,18 @@ cmd="${1:-}"
 bin() {
   source scripts/env.sh
   if [ -n "${RUNNEL_BIN:-}" ]; then echo "$RUNNEL_BIN"; return; fi
-  cargo build --locked -p runnel ${RUNNEL_PROFILE:+--profile "$RUNNEL_PROFILE"} >&2
-  echo "$CARGO_TARGET_DIR/${RUNNEL_PROFILE:-debug}/runnel"
+  # The same build as the test suite (same feature set, so RocksDB is compiled once for both).
+  cargo test --locked --workspace --no-run >&2 2>/dev/null || cargo test --locked --workspace --no-run >&2
+  echo "$CARGO_TARGET_DIR/debug/runnel"
 }
 
-running() { [ -f "$DIR/node$1.pid" ] && kill -0 "$(cat "$DIR/node$1.pid")" 2>/dev/null; }
+running() {
+  [ -f "$DIR/node$1.pid" ] || return 1
+  local pid; pid="$(cat "$DIR/node$1.pid")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  # A killed process can linger as a zombie for a moment; it is not running.
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
 
 case "$cmd" in
   start)

@@ -126,7 +126,9 @@ impl Client {
         Ok(())
     }
 
-    /// Waits until the stream is ACTIVE (or the timeout passes).
+    /// Waits until the stream is ACTIVE (or the timeout passes). Like the AWS `stream_exists`
+    /// waiter it keeps polling while the stream is not found yet (metadata reaches every node
+    /// shortly after it is committed).
     pub async fn wait_active(
         &self,
         name: &str,

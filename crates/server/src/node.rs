@@ -71,8 +71,8 @@ pub struct Appended {
 pub enum ProposalReply {
     /// Records stored.
     Records(Appended),
-    /// Metadata reply.
-    Meta(MetaReply),
+    /// Metadata reply and the log index of the command.
+    Meta(MetaReply, u64),
 }
 
 /// Outcome of one attempt on one node.
@@ -572,7 +572,15 @@ impl Node {
             )
             .await?;
         match reply {
-            ProposalReply::Meta(r) => r.into_result(),
+            ProposalReply::Meta(r, index) => {
+                // Read-your-writes through this node: wait until the local copy of the metadata
+                // has applied the command (followers apply after the leader).
+                let mut applied = self.meta.subscribe();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|i| *i >= index))
+                        .await;
+                r.into_result()
+            }
             ProposalReply::Records(_) => Err(Error::Internal("unexpected reply".into())),
         }
     }
@@ -590,7 +598,7 @@ impl Node {
             .await?;
         match reply {
             ProposalReply::Records(a) => Ok(a),
-            ProposalReply::Meta(_) => Err(Error::Internal("unexpected reply".into())),
+            ProposalReply::Meta(..) => Err(Error::Internal("unexpected reply".into())),
         }
     }
 
@@ -653,13 +661,13 @@ impl Node {
                     Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
                 };
                 match write_classified(&raft, Command::Meta(bytes)).await {
-                    Attempt::Done(CommandResponse::Meta(reply)) => {
+                    Attempt::Done((CommandResponse::Meta(reply), index)) => {
                         match codec::decode::<MetaReply>(&reply) {
-                            Ok(r) => Attempt::Done(ProposalReply::Meta(r)),
+                            Ok(r) => Attempt::Done(ProposalReply::Meta(r, index)),
                             Err(e) => Attempt::Fail(Error::Internal(e.to_string())),
                         }
                     }
-                    Attempt::Done(other) => {
+                    Attempt::Done((other, _)) => {
                         Attempt::Fail(Error::Internal(format!("unexpected reply {other:?}")))
                     }
                     Attempt::NotLeader(h) => Attempt::NotLeader(h),
@@ -848,10 +856,10 @@ fn connect_failed(status: &tonic::Status) -> bool {
 
 /// Proposes a command and classifies the outcome: `NotLeader` only when the entry certainly was
 /// not committed (refused up front, or truncated by a new leader).
-async fn write_classified(raft: &Raft, cmd: Command) -> Attempt<CommandResponse> {
+async fn write_classified(raft: &Raft, cmd: Command) -> Attempt<(CommandResponse, u64)> {
     use openraft::error::{ClientWriteError, RaftError};
     match raft.client_write(cmd).await {
-        Ok(resp) => Attempt::Done(resp.data),
+        Ok(resp) => Attempt::Done((resp.data, resp.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Attempt::NotLeader(f.leader_node.map(|n| n.node))
         }
