@@ -73,6 +73,17 @@ pub struct WireRecord {
     pub encryption: Vec<u8>,
 }
 
+impl WireRecord {
+    /// The storage form of this record.
+    pub fn into_record_in(self) -> runnel_storage::RecordIn {
+        runnel_storage::RecordIn {
+            partition_key: self.partition_key,
+            data: self.data.into(),
+            encryption: self.encryption.into(),
+        }
+    }
+}
+
 /// The application data of a Raft entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {

@@ -235,11 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
                         let recs: Vec<RecordIn> = records
                             .into_iter()
-                            .map(|r| RecordIn {
-                                partition_key: r.partition_key,
-                                data: r.data.into(),
-                                encryption: r.encryption.into(),
-                            })
+                            .map(WireRecord::into_record_in)
                             .collect();
                         self.store
                             .add_records_to_batch(&mut batch, self.group, index, arrival, &recs)
@@ -333,11 +329,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let recs: Vec<RecordIn> = e
                         .records
                         .into_iter()
-                        .map(|r| RecordIn {
-                            partition_key: r.partition_key,
-                            data: r.data.into(),
-                            encryption: r.encryption.into(),
-                        })
+                        .map(WireRecord::into_record_in)
                         .collect();
                     self.store
                         .add_records_to_batch(
