@@ -2,7 +2,7 @@
 # directory outside the clone (shared by every build on this machine, CI included).
 set -euo pipefail
 
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+if ! dpkg -s libclang-dev >/dev/null 2>&1; then
   echo "==> installing libclang-dev (needed to build RocksDB's bindings)" >&2
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
