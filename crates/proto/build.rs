@@ -1,7 +1,10 @@
 //! Compiles `proto/` with protox (pure Rust, no system protoc) and generates tonic code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script binary can be reused by another checkout of the same
+    // package, so a path baked in at compile time could point at the wrong tree.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest).join("../../proto");
     let files = [
         root.join("runnel/v1/runnel.proto"),
         root.join("runnel/internal/v1/internal.proto"),

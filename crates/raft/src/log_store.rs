@@ -44,6 +44,15 @@ impl LogStore {
         LogStore { group, store }
     }
 
+    /// Writes through the group-commit writer (ordered after queued appends) and waits for fsync.
+    async fn write_durably(&self, batch: runnel_storage::WriteBatch) -> Result<(), StorageError> {
+        self.store
+            .log_writer()
+            .write(batch)
+            .await
+            .map_err(write_err)
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
         match self
             .store
@@ -178,11 +187,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .store
             .log_truncate_batch(self.group, log_id.index)
             .map_err(write_err)?;
-        self.store
-            .log_writer()
-            .write(batch)
-            .await
-            .map_err(write_err)
+        self.write_durably(batch).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -191,10 +196,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .store
             .log_purge_batch(self.group, log_id.index, &bytes)
             .map_err(write_err)?;
-        self.store
-            .log_writer()
-            .write(batch)
-            .await
-            .map_err(write_err)
+        self.write_durably(batch).await
     }
 }

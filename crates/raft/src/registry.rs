@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerPool, NOT_HOSTED};
 use crate::state_machine::{Frontier, SmKind, StateMachine};
-use crate::{Raft, ReplicaId, SnapshotMeta, TypeConfig, Vote, META_GROUP};
+use crate::{Raft, ReplicaId, SnapshotMeta, TypeConfig, Vote};
 
 /// Timing of the groups.
 #[derive(Clone, Debug)]
@@ -441,11 +441,6 @@ impl Registry {
         for h in all {
             let _ = h.raft.shutdown().await;
         }
-    }
-
-    /// True if `group` is the metadata group.
-    pub fn is_meta(group: u64) -> bool {
-        group == META_GROUP
     }
 }
 

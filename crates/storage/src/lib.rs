@@ -66,8 +66,6 @@ pub enum StateKey {
     MetaState = 6,
     /// Trim horizon of a shard: the first position that retention has not removed.
     TrimHorizon = 7,
-    /// Node-level identity (only used with the node's reserved group id).
-    NodeIdentity = 8,
 }
 
 /// Tuning knobs of the store.
@@ -485,22 +483,6 @@ impl Store {
             );
         }
         self.write_sync(batch)
-    }
-
-    /// Approximate bytes on disk of live data (all column families).
-    pub fn approximate_size(&self) -> u64 {
-        let mut total = 0;
-        for name in [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME] {
-            if let Ok(cf) = self.cf(name) {
-                if let Ok(Some(v)) = self
-                    .db()
-                    .property_int_value_cf(cf, "rocksdb.estimate-live-data-size")
-                {
-                    total += v;
-                }
-            }
-        }
-        total
     }
 }
 
