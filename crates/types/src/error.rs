@@ -34,6 +34,10 @@ pub enum Error {
     /// The caller may not perform the operation (`AccessDeniedException`).
     #[error("{0}")]
     AccessDenied(String),
+    /// The operation is part of the Kinesis API but not (yet) provided by Runnel
+    /// (`UnsupportedOperationException`, 400, not retryable). The message names the capability.
+    #[error("{0}")]
+    Unsupported(String),
     /// No leader, not ready or shutting down: retryable, reported as `InternalFailure` with 503.
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +62,7 @@ impl Error {
             Error::ExpiredIterator(_) => "ExpiredIteratorException",
             Error::ExpiredNextToken(_) => "ExpiredNextTokenException",
             Error::AccessDenied(_) => "AccessDeniedException",
+            Error::Unsupported(_) => "UnsupportedOperationException",
             Error::Unavailable(_) | Error::Internal(_) => "InternalFailure",
         }
     }
@@ -77,6 +82,7 @@ impl Error {
             "ExpiredIteratorException" => Error::ExpiredIterator(message),
             "ExpiredNextTokenException" => Error::ExpiredNextToken(message),
             "AccessDeniedException" => Error::AccessDenied(message),
+            "UnsupportedOperationException" => Error::Unsupported(message),
             "ServiceUnavailable" => Error::Unavailable(message),
             _ => Error::Internal(message),
         }
@@ -102,6 +108,7 @@ impl Error {
             Error::InvalidArgument(_) | Error::Validation(_) => 3, // INVALID_ARGUMENT
             Error::ExpiredIterator(_) | Error::ExpiredNextToken(_) => 11, // OUT_OF_RANGE
             Error::AccessDenied(_) => 7,                           // PERMISSION_DENIED
+            Error::Unsupported(_) => 12,                           // UNIMPLEMENTED
             Error::Unavailable(_) => 14,                           // UNAVAILABLE
             Error::Internal(_) => 13,                              // INTERNAL
         }
@@ -138,6 +145,7 @@ impl Error {
             | Error::ExpiredIterator(m)
             | Error::ExpiredNextToken(m)
             | Error::AccessDenied(m)
+            | Error::Unsupported(m)
             | Error::Unavailable(m)
             | Error::Internal(m) => m,
         }
@@ -161,7 +169,7 @@ impl Error {
 const ECHO_MAX_CHARS: usize = 1024;
 
 /// Clips caller input echoed in messages so that a huge input cannot produce a huge error.
-pub(crate) fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
     match s.char_indices().nth(ECHO_MAX_CHARS) {
         None => std::borrow::Cow::Borrowed(s),
         Some((cut, _)) => std::borrow::Cow::Owned(format!("{}...", &s[..cut])),
@@ -184,6 +192,7 @@ mod tests {
             Error::ExpiredIterator(m.clone()),
             Error::ExpiredNextToken(m.clone()),
             Error::AccessDenied(m.clone()),
+            Error::Unsupported(m.clone()),
             Error::Unavailable(m.clone()),
             Error::Internal(m),
         ]
@@ -207,6 +216,7 @@ mod tests {
                 ("ExpiredIteratorException", 400, false),
                 ("ExpiredNextTokenException", 400, false),
                 ("AccessDeniedException", 400, false),
+                ("UnsupportedOperationException", 400, false),
                 ("InternalFailure", 503, true),
                 ("InternalFailure", 500, false),
             ]

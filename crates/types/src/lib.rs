@@ -33,7 +33,7 @@ mod seqno;
 mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{clip as clip_for_message, Error, Result};
 pub use hashkey::{initial_ranges, route, HashKey, HashRange};
 pub use iterator::{IteratorKey, IteratorToken, PageToken, ITERATOR_TTL_MS, NEXT_TOKEN_TTL_MS};
 pub use limits::Limits;
