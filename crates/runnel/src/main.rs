@@ -83,6 +83,15 @@ enum Cmd {
     /// Cluster state.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Write a self-signed development certificate and key (cert.pem, key.pem) for HTTPS.
+    Cert {
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Host names and IP addresses the certificate is valid for.
+        #[arg(long = "host", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -105,6 +114,12 @@ struct ServeArgs {
     /// Initial cluster: id=host:port,id=host:port,...
     #[arg(long)]
     peers: Option<String>,
+    /// HTTPS certificate (PEM) for the HTTP port; needs --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "RUNNEL_LOG", default_value = "info,openraft=warn")]
     log: String,
@@ -172,6 +187,23 @@ async fn run(cli: Cli) -> Result<(), String> {
     let output = cli.output;
     match cli.command {
         Cmd::Serve(args) => serve(args).await,
+        Cmd::Cert { out, hosts } => {
+            let (cert, key) = runnel_server::tls::generate_dev_cert(&hosts)?;
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let write = |name: &str, text: &str| {
+                let path = out.join(name);
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+            };
+            write("cert.pem", &cert)?;
+            write("key.pem", &key)?;
+            println!(
+                "wrote {} and {} (self-signed, for {}; development only)",
+                out.join("cert.pem").display(),
+                out.join("key.pem").display(),
+                hosts.join(", ")
+            );
+            Ok(())
+        }
         Cmd::Stream(cmd) => {
             let client = Client::connect_lazy(&cli.endpoint).map_err(|e| e.to_string())?;
             stream_cmd(&client, cmd, output).await
@@ -516,12 +548,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.peers {
         config.peers = parse_peers(&v)?;
     }
+    if let Some(v) = args.tls_cert {
+        config.tls.cert = Some(v);
+    }
+    if let Some(v) = args.tls_key {
+        config.tls.key = Some(v);
+    }
     config.validate().map_err(|e| e.to_string())?;
     let server = runnel_server::start(config)
         .await
         .map_err(|e| e.to_string())?;
+    let scheme = if server.node().config.tls.cert.is_some() {
+        "HTTPS"
+    } else {
+        "HTTP"
+    };
+    let auth = match server.node().config.kinesis_auth() {
+        Ok(runnel_kinesis::Auth::Development) => "development mode: any key accepted",
+        _ => "SigV4 required",
+    };
     eprintln!(
-        "runnel node {} serving gRPC on {} and HTTP on {} (data in {})",
+        "runnel node {} serving gRPC on {} and {scheme} (Kinesis endpoint, {auth}) on {} (data in {})",
         server.node().config.node_id,
         server.grpc_addr(),
         server.http_addr(),

@@ -16,7 +16,7 @@ use runnel_types::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::meta::{MetaCommand, MetaState, ShardMeta, StreamMeta, StreamStatus};
+use crate::meta::{MetaCommand, MetaState, ShardMeta, StreamMeta, StreamMode, StreamStatus};
 use crate::metrics;
 use crate::node::Node;
 
@@ -32,6 +32,45 @@ pub fn to_status(e: &Error) -> Status {
     s
 }
 
+/// Shards of a new ON_DEMAND stream (as Kinesis: 4 MB/s, 4000 records/s of write capacity).
+pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
+
+/// A stream to create.
+#[derive(Clone, Debug)]
+pub struct NewStream {
+    /// Name.
+    pub name: StreamName,
+    /// Shard count; 0 = not given.
+    pub shard_count: u32,
+    /// Capacity mode.
+    pub mode: StreamMode,
+    /// Retention hours; 0 = default (24).
+    pub retention_hours: u32,
+    /// Max record size in KiB; 0 = the node's default.
+    pub max_record_size_kib: u32,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A shard listing filter (ListShards' `ShardFilter`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardFilter {
+    /// Every shard (no filter).
+    All,
+    /// Shards after this index.
+    AfterShardId(u64),
+    /// Shards open at the trim horizon.
+    AtTrimHorizon,
+    /// All shards from the trim horizon on (every retained shard).
+    FromTrimHorizon,
+    /// Shards open now.
+    AtLatest,
+    /// Shards open at this time (ms).
+    AtTimestamp(u64),
+    /// Shards open at this time or created after it (ms).
+    FromTimestamp(u64),
+}
+
 /// The public API over a node.
 #[derive(Clone)]
 pub struct Api {
@@ -44,25 +83,51 @@ impl Api {
         Api { node }
     }
 
+    /// The node behind this API.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     fn stream_name(&self, r: Option<&pb::StreamRef>) -> Result<StreamName> {
         let r = r.ok_or_else(|| {
             Error::validation_failed("streamName", None, "Member must not be null")
         })?;
-        if !r.arn.is_empty() {
-            let (region, account, name) = parse_stream_arn(&r.arn)?;
-            if region != self.node.config.region || account != self.node.config.account_id {
-                return Err(Error::ResourceNotFound(format!(
-                    "Stream {name} under account {account} not found."
-                )));
+        self.resolve_stream(Some(&r.name), Some(&r.arn))
+    }
+
+    /// The stream addressed by a name and/or an ARN (empty strings count as absent). An ARN
+    /// must name this node's region and account.
+    pub fn resolve_stream(&self, name: Option<&str>, arn: Option<&str>) -> Result<StreamName> {
+        let name = name.filter(|n| !n.is_empty());
+        match arn.filter(|a| !a.is_empty()) {
+            Some(arn) => {
+                let (region, account, from_arn) = parse_stream_arn(arn)?;
+                if region != self.node.config.region || account != self.node.config.account_id {
+                    return Err(Error::ResourceNotFound(format!(
+                        "Stream {from_arn} under account {account} not found."
+                    )));
+                }
+                if name.is_some_and(|n| n != from_arn.as_str()) {
+                    return Err(Error::InvalidArgument(
+                        "StreamName and StreamARN name different streams".into(),
+                    ));
+                }
+                Ok(from_arn)
             }
-            if !r.name.is_empty() && r.name != name.as_str() {
-                return Err(Error::InvalidArgument(
-                    "StreamName and StreamARN name different streams".into(),
-                ));
-            }
-            return Ok(name);
+            None => match name {
+                Some(n) => StreamName::parse(n),
+                None => Err(Error::validation_failed(
+                    "streamName",
+                    None,
+                    "Member must not be null",
+                )),
+            },
         }
-        StreamName::parse(&r.name)
+    }
+
+    /// The ARN of a stream of this node's account and region.
+    pub fn arn(&self, name: &StreamName) -> String {
+        stream_arn(&self.node.config.region, &self.node.config.account_id, name)
     }
 
     fn summary(&self, s: &StreamMeta) -> pb::StreamSummary {
@@ -78,14 +143,14 @@ impl Api {
             retention_hours: s.retention_hours,
             creation_ms: s.created_ms,
             max_record_size_kib: s.max_record_size_kib,
-            stream_mode: "PROVISIONED".into(),
+            stream_mode: s.mode.as_str().into(),
             consumer_count: 0,
             encryption_type: "NONE".into(),
         }
     }
 
     /// A data-plane view of a stream: it must exist and accept data operations.
-    fn data_stream(state: &MetaState, name: &StreamName) -> Result<StreamMeta> {
+    pub(crate) fn data_stream(state: &MetaState, name: &StreamName) -> Result<StreamMeta> {
         let s = state.stream(name)?;
         match s.status {
             StreamStatus::Active | StreamStatus::Updating => Ok(s.clone()),
@@ -95,7 +160,7 @@ impl Api {
         }
     }
 
-    fn key(state: &MetaState) -> Result<IteratorKey> {
+    pub(crate) fn key(state: &MetaState) -> Result<IteratorKey> {
         state
             .secret
             .map(IteratorKey::new)
@@ -136,16 +201,21 @@ impl Api {
             .ok_or_else(|| Error::Internal(format!("shard {id} missing")))
     }
 
-    async fn create_stream_inner(&self, req: pb::CreateStreamRequest) -> Result<()> {
-        let name = StreamName::parse(&req.name)?;
+    /// Creates a stream (CREATING until every shard group has a leader).
+    pub async fn create_stream(&self, req: NewStream) -> Result<()> {
+        let name = req.name.clone();
         let limits = &self.node.config.limits;
-        if req.shard_count == 0 {
-            return Err(Error::validation_failed(
-                "shardCount",
-                Some("0"),
-                "Member must have value greater than or equal to 1",
-            ));
-        }
+        let shard_count = match (req.mode, req.shard_count) {
+            (StreamMode::OnDemand, 0) => ON_DEMAND_INITIAL_SHARDS.min(limits.max_shards_per_stream),
+            (StreamMode::OnDemand, n) => n,
+            (StreamMode::Provisioned, 0) => {
+                return Err(Error::InvalidArgument(
+                    "ShardCount is required for a PROVISIONED stream.".into(),
+                ))
+            }
+            (StreamMode::Provisioned, n) => n,
+        };
+        let req = NewStream { shard_count, ..req };
         if req.shard_count > limits.max_shards_per_stream {
             return Err(Error::LimitExceeded(format!(
                 "This request would exceed the shard limit for the stream: {} shards requested, {} allowed.",
@@ -178,11 +248,15 @@ impl Api {
                 retention_hours: retention,
                 max_record_size_kib: kib,
                 now_ms: self.node.now_ms(),
+                mode: req.mode,
+                tags: req.tags,
             })
             .await
     }
 
-    async fn put_records_inner(
+    /// Writes records (PutRecords): all are validated first, then each shard's share is one
+    /// append; a shard that fails fails only its own entries.
+    pub async fn put_records_inner(
         &self,
         name: StreamName,
         entries: Vec<pb::PutRecordsEntry>,
@@ -292,7 +366,11 @@ impl Api {
         })
     }
 
-    async fn get_shard_iterator_inner(&self, req: pb::GetShardIteratorRequest) -> Result<String> {
+    /// Issues a shard iterator.
+    pub async fn get_shard_iterator_inner(
+        &self,
+        req: pb::GetShardIteratorRequest,
+    ) -> Result<String> {
         let name = self.stream_name(req.stream.as_ref())?;
         let shard_id = ShardId::parse(&req.shard_id)?;
         let state = self.node.state()?;
@@ -367,7 +445,8 @@ impl Api {
         Ok(token.seal(&Self::key(&state)?))
     }
 
-    async fn get_records_inner(
+    /// Reads a page of records at an iterator.
+    pub async fn get_records_inner(
         &self,
         req: pb::GetRecordsRequest,
     ) -> Result<pb::GetRecordsResponse> {
@@ -462,7 +541,8 @@ impl Api {
         })
     }
 
-    async fn retention(&self, req: pb::UpdateRetentionRequest, increase: bool) -> Result<()> {
+    /// Increases or decreases the retention period.
+    pub async fn retention(&self, req: pb::UpdateRetentionRequest, increase: bool) -> Result<()> {
         let name = self.stream_name(req.stream.as_ref())?;
         self.node
             .config
@@ -475,6 +555,86 @@ impl Api {
                 increase,
             })
             .await
+    }
+
+    /// Writes one record; returns its shard and sequence number.
+    pub async fn put_record(
+        &self,
+        name: StreamName,
+        partition_key: String,
+        data: Vec<u8>,
+        explicit_hash_key: &str,
+        sequence_number_for_ordering: &str,
+    ) -> Result<(ShardId, SequenceNumber)> {
+        if !sequence_number_for_ordering.is_empty() {
+            SequenceNumber::parse(sequence_number_for_ordering).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "SequenceNumberForOrdering {sequence_number_for_ordering} is invalid."
+                ))
+            })?;
+        }
+        let state = self.node.state()?;
+        let stream = Self::data_stream(&state, &name)?;
+        let key = self.check_record(&stream, &partition_key, &data, explicit_hash_key)?;
+        let shard = Self::route(&stream, key)?;
+        let bytes = (data.len() + partition_key.len()) as u64;
+        let a = self
+            .node
+            .append(
+                shard.group,
+                vec![WireRecord {
+                    partition_key,
+                    data,
+                    encryption: Vec::new(),
+                }],
+            )
+            .await?;
+        let seq = SequenceNumber::new(
+            shard.id(),
+            Position {
+                log_index: a.log_index,
+                sub: a.first_sub,
+            },
+        )?;
+        metrics::INCOMING_RECORDS
+            .with_label_values(&[name.as_str()])
+            .inc();
+        metrics::INCOMING_BYTES
+            .with_label_values(&[name.as_str()])
+            .inc_by(bytes);
+        Ok((shard.id(), seq))
+    }
+
+    /// One page of a stream's shards, in shard-id order: those passing `filter` with an index
+    /// above `after`, at most `limit`; the flag tells whether more follow.
+    pub fn list_shards_page(
+        stream: &StreamMeta,
+        filter: &ShardFilter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> (Vec<pb::Shard>, bool) {
+        let parents: std::collections::BTreeSet<u64> =
+            stream.shards.iter().map(|s| s.index).collect();
+        let mut rest: Vec<&ShardMeta> = stream
+            .shards
+            .iter()
+            .filter(|s| match filter {
+                ShardFilter::All | ShardFilter::FromTrimHorizon => true,
+                ShardFilter::AfterShardId(i) => s.index > *i,
+                ShardFilter::AtLatest => s.ending.is_none(),
+                // Open at the trim horizon: the oldest retained generation (no retained parent).
+                ShardFilter::AtTrimHorizon => !s.parent.is_some_and(|p| parents.contains(&p)),
+                ShardFilter::AtTimestamp(t) => {
+                    let t = (*t).max(stream.created_ms);
+                    s.created_ms <= t && s.closed_ms.is_none_or(|c| c > t)
+                }
+                ShardFilter::FromTimestamp(t) => s.closed_ms.is_none_or(|c| c > *t),
+            })
+            .filter(|s| after.is_none_or(|a| s.index > a))
+            .collect();
+        rest.sort_by_key(|s| s.index);
+        let more = rest.len() > limit;
+        (rest.into_iter().take(limit).map(shard_pb).collect(), more)
     }
 
     fn cluster_status(&self) -> pb::ClusterStatusResponse {
@@ -557,7 +717,8 @@ fn status_of(s: StreamStatus) -> pb::StreamStatus {
     }
 }
 
-fn shard_pb(s: &ShardMeta) -> pb::Shard {
+/// A shard as the public API shows it.
+pub fn shard_pb(s: &ShardMeta) -> pb::Shard {
     pb::Shard {
         shard_id: s.id().to_string(),
         parent_shard_id: s.parent.map(|p| ShardId(p).to_string()).unwrap_or_default(),
@@ -609,7 +770,16 @@ impl Runnel for Api {
         request: Request<pb::CreateStreamRequest>,
     ) -> std::result::Result<Response<pb::CreateStreamResponse>, Status> {
         observe("CreateStream", async {
-            self.create_stream_inner(request.into_inner()).await?;
+            let req = request.into_inner();
+            self.create_stream(NewStream {
+                name: StreamName::parse(&req.name)?,
+                shard_count: req.shard_count,
+                mode: StreamMode::Provisioned,
+                retention_hours: req.retention_hours,
+                max_record_size_kib: req.max_record_size_kib,
+                tags: BTreeMap::new(),
+            })
+            .await?;
             Ok(pb::CreateStreamResponse {})
         })
         .await
@@ -750,13 +920,7 @@ impl Runnel for Api {
             } else {
                 Some(ShardId::parse(&req.exclusive_start_shard_id)?.0)
             };
-            let shards = s
-                .shards
-                .iter()
-                .filter(|x| after.is_none_or(|a| x.index > a))
-                .take(limit)
-                .map(shard_pb)
-                .collect();
+            let (shards, _) = Self::list_shards_page(s, &ShardFilter::All, after, limit);
             Ok(pb::ListShardsResponse { shards })
         })
         .await
@@ -769,50 +933,17 @@ impl Runnel for Api {
         observe("PutRecord", async {
             let req = request.into_inner();
             let name = self.stream_name(req.stream.as_ref())?;
-            if !req.sequence_number_for_ordering.is_empty() {
-                SequenceNumber::parse(&req.sequence_number_for_ordering).map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "SequenceNumberForOrdering {} is invalid.",
-                        req.sequence_number_for_ordering
-                    ))
-                })?;
-            }
-            let state = self.node.state()?;
-            let stream = Self::data_stream(&state, &name)?;
-            let key = self.check_record(
-                &stream,
-                &req.partition_key,
-                &req.data,
-                &req.explicit_hash_key,
-            )?;
-            let shard = Self::route(&stream, key)?;
-            let bytes = (req.data.len() + req.partition_key.len()) as u64;
-            let a = self
-                .node
-                .append(
-                    shard.group,
-                    vec![WireRecord {
-                        partition_key: req.partition_key,
-                        data: req.data.to_vec(),
-                        encryption: Vec::new(),
-                    }],
+            let (shard, seq) = self
+                .put_record(
+                    name,
+                    req.partition_key,
+                    req.data.to_vec(),
+                    &req.explicit_hash_key,
+                    &req.sequence_number_for_ordering,
                 )
                 .await?;
-            let seq = SequenceNumber::new(
-                shard.id(),
-                Position {
-                    log_index: a.log_index,
-                    sub: a.first_sub,
-                },
-            )?;
-            metrics::INCOMING_RECORDS
-                .with_label_values(&[name.as_str()])
-                .inc();
-            metrics::INCOMING_BYTES
-                .with_label_values(&[name.as_str()])
-                .inc_by(bytes);
             Ok(pb::PutRecordResponse {
-                shard_id: shard.id().to_string(),
+                shard_id: shard.to_string(),
                 sequence_number: seq.encode(),
                 encryption_type: "NONE".into(),
             })

@@ -53,6 +53,57 @@ impl Default for RaftConfig {
     }
 }
 
+/// How the Kinesis endpoint authenticates requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// SigV4 when access keys are configured, development mode otherwise.
+    #[default]
+    Auto,
+    /// Accept every request, signed or not, with any key (as local emulators do).
+    Development,
+    /// Require a valid SigV4 signature by a configured key.
+    Sigv4,
+}
+
+/// An access key accepted by the Kinesis endpoint.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    /// Access key id.
+    pub id: String,
+    /// Secret access key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccessKey({}, <secret>)", self.id)
+    }
+}
+
+/// Authentication of the Kinesis endpoint (`[auth]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `auto` (default), `development` or `sigv4`.
+    pub mode: AuthMode,
+    /// Access keys.
+    pub access_keys: Vec<AccessKey>,
+    /// An AWS shared credentials file whose keys are accepted as well.
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// HTTPS on the HTTP port (`[tls]`): both set = HTTPS (ALPN h2 and http/1.1), neither = HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
 /// Settings that exist only to test the system (fault injection). Never use them in production.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +145,10 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     /// Test-only switches.
     pub testing: TestingConfig,
+    /// Kinesis endpoint authentication.
+    pub auth: AuthConfig,
+    /// HTTPS for the HTTP port.
+    pub tls: TlsConfig,
 }
 
 impl Default for NodeConfig {
@@ -112,6 +167,8 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             raft: RaftConfig::default(),
             testing: TestingConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -152,6 +209,17 @@ impl NodeConfig {
                 "RUNNEL_REGION" => self.region = v,
                 "RUNNEL_ACCOUNT_ID" => self.account_id = v,
                 "RUNNEL_PEERS" => self.peers = parse_peers(&v).map_err(|e| parse_err(&e))?,
+                "RUNNEL_AUTH_MODE" => {
+                    self.auth.mode = match v.as_str() {
+                        "auto" => AuthMode::Auto,
+                        "development" => AuthMode::Development,
+                        "sigv4" => AuthMode::Sigv4,
+                        _ => return Err(parse_err("expected auto, development or sigv4")),
+                    }
+                }
+                "RUNNEL_CREDENTIALS_FILE" => self.auth.credentials_file = Some(PathBuf::from(v)),
+                "RUNNEL_TLS_CERT" => self.tls.cert = Some(PathBuf::from(v)),
+                "RUNNEL_TLS_KEY" => self.tls.key = Some(PathBuf::from(v)),
                 _ => {}
             }
         }
@@ -278,7 +346,50 @@ impl NodeConfig {
         {
             return bad("limits: max_record_bytes, max_put_records_entries and max_get_records_limit must be > 0".into());
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls: set both cert and key, or neither".into());
+        }
+        if let Some(k) = self
+            .auth
+            .access_keys
+            .iter()
+            .find(|k| k.id.is_empty() || k.secret.is_empty())
+        {
+            return bad(format!(
+                "auth: access key {:?} needs a non-empty id and secret",
+                k.id
+            ));
+        }
+        self.kinesis_auth()?;
         Ok(())
+    }
+
+    /// The Kinesis endpoint's authentication, with the credentials file read.
+    pub fn kinesis_auth(&self) -> Result<runnel_kinesis::Auth, ConfigError> {
+        let mut keys: std::collections::HashMap<String, String> = self
+            .auth
+            .access_keys
+            .iter()
+            .map(|k| (k.id.clone(), k.secret.clone()))
+            .collect();
+        if let Some(path) = &self.auth.credentials_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("auth: credentials_file {}: {e}", path.display()))
+            })?;
+            let more = runnel_kinesis::Auth::parse_credentials_file(&text).map_err(|e| {
+                ConfigError(format!("auth: credentials_file {}: {e}", path.display()))
+            })?;
+            keys.extend(more);
+        }
+        match (self.auth.mode, keys.is_empty()) {
+            (AuthMode::Development, _) | (AuthMode::Auto, true) => {
+                Ok(runnel_kinesis::Auth::Development)
+            }
+            (AuthMode::Sigv4, true) => Err(ConfigError(
+                "auth: mode sigv4 needs access_keys or a credentials_file with keys".into(),
+            )),
+            (AuthMode::Sigv4 | AuthMode::Auto, false) => Ok(runnel_kinesis::Auth::Keys(keys)),
+        }
     }
 }
 

@@ -1,22 +1,81 @@
-//! The node's HTTP port: `/healthz` and `/metrics` (Prometheus text). The Kinesis-compatible
-//! endpoint will be mounted here as well.
+//! The node's HTTP port: the Kinesis-compatible endpoint (`POST /`), `/healthz` and `/metrics`
+//! (Prometheus text), over plain HTTP (HTTP/1.1 and h2c) or TLS (ALPN h2 and http/1.1).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
+use crate::kinesis::Endpoint;
 use crate::node::Node;
 
+/// Largest request body accepted (a PutRecords of 10 MiB records, base64-encoded, fits).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
 /// The HTTP routes of a node.
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
+    let kinesis = Router::new()
+        .route("/", post(crate::kinesis::handle))
+        .with_state(endpoint);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(node)
+        .merge(kinesis)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Serves `router` over TLS until `stop` turns true.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
 }
 
 async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -5,7 +5,8 @@
 //! * [`node`]: the running node: Raft groups, reconciler, retention, routing to leaders,
 //!   batching of shard writes;
 //! * [`api`]: the public `runnel.v1` gRPC API; [`internal`]: node-to-node gRPC;
-//! * HTTP: `/healthz`, `/metrics`.
+//! * [`kinesis`]: the Kinesis-compatible endpoint (`POST /` on the HTTP port);
+//! * HTTP: `/healthz`, `/metrics`, optionally over TLS ([`tls`]).
 //!
 //! [`start`] binds the ports and runs everything until [`Server::shutdown`].
 
@@ -13,9 +14,11 @@ pub mod api;
 pub mod config;
 mod http;
 pub mod internal;
+pub mod kinesis;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +48,9 @@ pub enum StartError {
     /// A port could not be bound.
     #[error("cannot listen on {0}")]
     Bind(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A started node with its listeners.
@@ -85,6 +91,11 @@ impl Server {
 /// Binds the ports and starts the node.
 pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
     config.validate()?;
+    let auth = config.kinesis_auth()?;
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(StartError::Tls)?),
+        _ => None,
+    };
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|e| StartError::Bind(format!("{} (gRPC): {e}", config.grpc_listen)))?;
@@ -125,17 +136,21 @@ pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
         }
     }));
     let mut stop_rx = stop.subscribe();
-    let router = http::router(node.clone());
-    tasks.push(tokio::spawn(async move {
-        let result = axum::serve(http, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(node = node_id, error = %e, "HTTP server failed");
-        }
-    }));
+    let endpoint = kinesis::Endpoint::new(api::Api::new(node.clone()), auth);
+    let router = http::router(node.clone(), endpoint);
+    match tls {
+        None => tasks.push(tokio::spawn(async move {
+            let result = axum::serve(http, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(node = node_id, error = %e, "HTTP server failed");
+            }
+        })),
+        Some(tls) => tasks.push(tokio::spawn(http::serve_tls(http, router, tls, stop_rx))),
+    }
     tracing::info!(node = node_id, %grpc_addr, %http_addr, "runnel node started");
     Ok(Server {
         node,

@@ -9,7 +9,7 @@
 //! * replica placement is computed once, when a shard is created (consistent hashing seeds it),
 //!   and stored; it is never recomputed from a possibly different node list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use runnel_raft::MetaApplier;
@@ -67,6 +67,10 @@ pub struct ShardMeta {
     pub ending: Option<Position>,
     /// True once the group has elected its first leader.
     pub ready: bool,
+    /// When the shard was created (ms).
+    pub created_ms: u64,
+    /// When the shard was closed (ms), if it was.
+    pub closed_ms: Option<u64>,
 }
 
 impl ShardMeta {
@@ -75,6 +79,39 @@ impl ShardMeta {
         ShardId(self.index)
     }
 }
+
+/// Capacity mode of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamMode {
+    /// Shard count managed by the user.
+    Provisioned,
+    /// Shard count managed by Runnel (starts at 4 shards; the autoscaler is not built yet).
+    OnDemand,
+}
+
+impl StreamMode {
+    /// The Kinesis name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamMode::Provisioned => "PROVISIONED",
+            StreamMode::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+/// Maximum number of tags on one stream (as Kinesis).
+pub const MAX_TAGS: usize = 50;
+
+/// The shard-level metrics of enhanced monitoring, in Kinesis' order.
+pub const SHARD_LEVEL_METRICS: [&str; 7] = [
+    "IncomingBytes",
+    "IncomingRecords",
+    "OutgoingBytes",
+    "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded",
+    "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds",
+];
 
 /// A stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +132,12 @@ pub struct StreamMeta {
     pub shards: Vec<ShardMeta>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Capacity mode.
+    pub mode: StreamMode,
+    /// Shard-level metrics enabled by enhanced monitoring.
+    pub enhanced_metrics: BTreeSet<String>,
+    /// Resource policy document (stored; enforced once access control exists).
+    pub policy: Option<String>,
 }
 
 impl StreamMeta {
@@ -168,6 +211,42 @@ pub enum MetaCommand {
         max_record_size_kib: u32,
         /// Leader time at proposal.
         now_ms: u64,
+        /// Capacity mode.
+        mode: StreamMode,
+        /// Initial tags.
+        tags: BTreeMap<String, String>,
+    },
+    /// Adds (or overwrites) and removes tags of a stream.
+    UpdateTags {
+        /// Name.
+        name: StreamName,
+        /// Tags to set.
+        add: BTreeMap<String, String>,
+        /// Tag keys to remove.
+        remove: Vec<String>,
+    },
+    /// Enables or disables shard-level metrics.
+    SetEnhancedMonitoring {
+        /// Name.
+        name: StreamName,
+        /// Metric names (already expanded from `ALL`).
+        metrics: Vec<String>,
+        /// Enable (true) or disable.
+        enable: bool,
+    },
+    /// Sets or deletes the resource policy of a stream.
+    SetPolicy {
+        /// Name.
+        name: StreamName,
+        /// New policy, or None to delete.
+        policy: Option<String>,
+    },
+    /// Changes the maximum record size.
+    SetMaxRecordSize {
+        /// Name.
+        name: StreamName,
+        /// New size in KiB (validated by the proposer).
+        kib: u32,
     },
     /// Deletes a stream.
     DeleteStream {
@@ -246,6 +325,8 @@ impl MetaState {
                 retention_hours,
                 max_record_size_kib,
                 now_ms,
+                mode,
+                tags,
             } => {
                 if self.streams.contains_key(name.as_str()) {
                     return MetaReply::err(runnel_types::Error::ResourceInUse(format!(
@@ -284,6 +365,8 @@ impl MetaState {
                         replicas,
                         ending: None,
                         ready: false,
+                        created_ms: now_ms,
+                        closed_ms: None,
                     });
                 }
                 self.streams.insert(
@@ -296,7 +379,10 @@ impl MetaState {
                         retention_hours,
                         max_record_size_kib,
                         shards,
-                        tags: BTreeMap::new(),
+                        tags,
+                        mode,
+                        enhanced_metrics: BTreeSet::new(),
+                        policy: None,
                     },
                 );
                 MetaReply::Ok
@@ -326,6 +412,55 @@ impl MetaState {
                     )));
                 }
                 s.retention_hours = hours;
+                MetaReply::Ok
+            }
+            MetaCommand::UpdateTags { name, add, remove } => {
+                let account = self.account.clone();
+                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                    return MetaReply::err(self.not_found(&name));
+                };
+                let mut tags = s.tags.clone();
+                for k in &remove {
+                    tags.remove(k);
+                }
+                tags.extend(add);
+                if tags.len() > MAX_TAGS {
+                    return MetaReply::err(runnel_types::Error::InvalidArgument(format!(
+                        "Failed to update tags of stream {name} under account {account}: a stream cannot have more than {MAX_TAGS} tags."
+                    )));
+                }
+                s.tags = tags;
+                MetaReply::Ok
+            }
+            MetaCommand::SetEnhancedMonitoring {
+                name,
+                metrics,
+                enable,
+            } => {
+                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                    return MetaReply::err(self.not_found(&name));
+                };
+                for m in metrics {
+                    if enable {
+                        s.enhanced_metrics.insert(m);
+                    } else {
+                        s.enhanced_metrics.remove(&m);
+                    }
+                }
+                MetaReply::Ok
+            }
+            MetaCommand::SetPolicy { name, policy } => {
+                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                    return MetaReply::err(self.not_found(&name));
+                };
+                s.policy = policy;
+                MetaReply::Ok
+            }
+            MetaCommand::SetMaxRecordSize { name, kib } => {
+                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                    return MetaReply::err(self.not_found(&name));
+                };
+                s.max_record_size_kib = kib;
                 MetaReply::Ok
             }
             MetaCommand::ShardReady { uid, group } => {
@@ -481,8 +616,94 @@ mod tests {
                 retention_hours: 24,
                 max_record_size_kib: 1024,
                 now_ms: 5,
+                mode: StreamMode::Provisioned,
+                tags: BTreeMap::new(),
             },
         )
+    }
+
+    #[test]
+    fn tags_monitoring_policy_and_record_size() {
+        let mut s = init(3);
+        assert_eq!(create(&mut s, 2, "t", 1), MetaReply::Ok);
+        let name = StreamName::parse("t").unwrap();
+        let tags = |n: usize| (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let r = s.apply(
+            3,
+            MetaCommand::UpdateTags {
+                name: name.clone(),
+                add: tags(50),
+                remove: vec![],
+            },
+        );
+        assert_eq!(r, MetaReply::Ok);
+        // One more than 50 is refused and changes nothing.
+        let r = s.apply(
+            4,
+            MetaCommand::UpdateTags {
+                name: name.clone(),
+                add: BTreeMap::from([("x".to_string(), String::new())]),
+                remove: vec![],
+            },
+        );
+        assert!(matches!(r, MetaReply::Err(ref n, _) if n == "InvalidArgumentException"));
+        assert_eq!(s.streams["t"].tags.len(), 50);
+        // Removing and adding in one command is judged on the result.
+        let r = s.apply(
+            5,
+            MetaCommand::UpdateTags {
+                name: name.clone(),
+                add: BTreeMap::from([("x".to_string(), String::new())]),
+                remove: vec!["k0".into()],
+            },
+        );
+        assert_eq!(r, MetaReply::Ok);
+        assert!(s.streams["t"].tags.contains_key("x") && !s.streams["t"].tags.contains_key("k0"));
+        s.apply(
+            6,
+            MetaCommand::SetEnhancedMonitoring {
+                name: name.clone(),
+                metrics: vec!["IncomingBytes".into(), "OutgoingBytes".into()],
+                enable: true,
+            },
+        );
+        s.apply(
+            7,
+            MetaCommand::SetEnhancedMonitoring {
+                name: name.clone(),
+                metrics: vec!["IncomingBytes".into()],
+                enable: false,
+            },
+        );
+        assert_eq!(
+            s.streams["t"].enhanced_metrics.iter().collect::<Vec<_>>(),
+            vec!["OutgoingBytes"]
+        );
+        s.apply(
+            8,
+            MetaCommand::SetPolicy {
+                name: name.clone(),
+                policy: Some("{}".into()),
+            },
+        );
+        assert_eq!(s.streams["t"].policy.as_deref(), Some("{}"));
+        s.apply(
+            9,
+            MetaCommand::SetMaxRecordSize {
+                name: name.clone(),
+                kib: 2048,
+            },
+        );
+        assert_eq!(s.streams["t"].max_record_size_kib, 2048);
+        let missing = StreamName::parse("nope").unwrap();
+        let r = s.apply(
+            10,
+            MetaCommand::SetPolicy {
+                name: missing,
+                policy: None,
+            },
+        );
+        assert!(matches!(r, MetaReply::Err(ref n, _) if n == "ResourceNotFoundException"));
     }
 
     #[test]
