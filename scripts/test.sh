@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit, property, storage crash, openraft conformance, CLI and
-# multi-process cluster tests). Installs what it needs first. A cold run compiles RocksDB
+# multi-process cluster tests, the AWS SDK for Rust test, then the boto3/cbor2 Kinesis suite). Installs what it needs first. A cold run compiles RocksDB
 # (~25 minutes on 2 cores). Always --workspace: building single packages resolves features
 # differently and recompiles RocksDB.
 cd "$(dirname "$0")/.."
@@ -12,6 +12,15 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --workspace -- --test-threads="${RUNNEL_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
+
+# The Kinesis-compatibility suite: boto3 (and cbor2) against real clusters of the binary built
+# above. Installs its Python packages if they are missing.
+if ! python3 -c "import boto3, cbor2, pytest" >/dev/null 2>&1; then
+  echo "==> installing the Python test packages (tests/kinesis/requirements.txt)" >&2
+  python3 -m pip install -q -r tests/kinesis/requirements.txt 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages -r tests/kinesis/requirements.txt
+fi
+RUNNEL_BIN="$CARGO_TARGET_DIR/debug/runnel" python3 -m pytest -q -p no:cacheprovider tests/kinesis 2>&1 | tee -a "$log" || status=$?
 passed=$( (grep -Eo '[0-9]+ passed' "$log" || true) | awk '{s+=$1} END {print s+0}')
 failed=$( (grep -Eo '[0-9]+ failed' "$log" || true) | awk '{s+=$1} END {print s+0}')
 echo "Tests: $passed passed, $failed failed"

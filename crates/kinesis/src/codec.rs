@@ -312,7 +312,7 @@ pub(crate) fn blob_len(s: &str) -> Result<usize, Error> {
             runnel_types::clip_for_message(s)
         )))
     };
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return bad(format!(
             "Base64 encoded length is expected a multiple of 4 bytes but found: {}",
             s.len()
@@ -373,7 +373,7 @@ fn render(shape: &Shape, v: Option<&Value>) -> String {
         ),
         (_, other) => other.to_string(),
     };
-    format!("'{inner}'")
+    format!("'{}'", runnel_types::clip_for_message(&inner))
 }
 
 fn fmt_num(x: f64) -> String {

@@ -160,6 +160,19 @@ impl Api {
         }
     }
 
+    /// The metadata and the data-plane view of a stream. The local copy of the metadata is used
+    /// when it knows the stream as active; otherwise (this node may not have applied a recent
+    /// CreateStream yet) it is first brought up to the metadata leader's read index.
+    pub async fn data_view(&self, name: &StreamName) -> Result<(Arc<MetaState>, StreamMeta)> {
+        let state = self.node.state()?;
+        if let Ok(s) = Self::data_stream(&state, name) {
+            return Ok((state, s));
+        }
+        let state = self.node.fresh_state().await?;
+        let s = Self::data_stream(&state, name)?;
+        Ok((state, s))
+    }
+
     pub(crate) fn key(state: &MetaState) -> Result<IteratorKey> {
         state
             .secret
@@ -180,9 +193,11 @@ impl Api {
         validate_partition_key(pk)?;
         let max = self.max_record_bytes(s);
         if data.len() as u64 > max {
+            // AWS shows a blob as the Java buffer that held it.
+            let n = data.len();
             return Err(Error::validation_failed(
                 "data",
-                None,
+                Some(&format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]")),
                 &format!("Member must have length less than or equal to {max}"),
             ));
         }
@@ -282,8 +297,7 @@ impl Api {
                 limits.max_put_records_bytes
             )));
         }
-        let state = self.node.state()?;
-        let stream = Self::data_stream(&state, &name)?;
+        let (_, stream) = self.data_view(&name).await?;
         // Validate everything first: a bad entry rejects the whole request, nothing is written.
         let mut by_shard: BTreeMap<u64, (ShardMeta, Vec<usize>)> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
@@ -373,8 +387,7 @@ impl Api {
     ) -> Result<String> {
         let name = self.stream_name(req.stream.as_ref())?;
         let shard_id = ShardId::parse(&req.shard_id)?;
-        let state = self.node.state()?;
-        let stream = Self::data_stream(&state, &name)?;
+        let (state, stream) = self.data_view(&name).await?;
         let shard = stream.shard(shard_id).cloned().ok_or_else(|| {
             Error::ResourceNotFound(format!(
                 "Shard {shard_id} in stream {name} under account {} does not exist",
@@ -468,7 +481,7 @@ impl Api {
         let state = self.node.state()?;
         let token =
             IteratorToken::open(&req.shard_iterator, &Self::key(&state)?, self.node.now_ms())?;
-        let stream = Self::data_stream(&state, &token.stream)?;
+        let (state, stream) = self.data_view(&token.stream).await?;
         if stream.uid != token.stream_uid {
             return Err(Error::ResourceNotFound(format!(
                 "Stream {} under account {} not found (the iterator belongs to a deleted stream of that name).",
@@ -573,8 +586,7 @@ impl Api {
                 ))
             })?;
         }
-        let state = self.node.state()?;
-        let stream = Self::data_stream(&state, &name)?;
+        let (_, stream) = self.data_view(&name).await?;
         let key = self.check_record(&stream, &partition_key, &data, explicit_hash_key)?;
         let shard = Self::route(&stream, key)?;
         let bytes = (data.len() + partition_key.len()) as u64;
@@ -771,6 +783,13 @@ impl Runnel for Api {
     ) -> std::result::Result<Response<pb::CreateStreamResponse>, Status> {
         observe("CreateStream", async {
             let req = request.into_inner();
+            if req.shard_count == 0 {
+                return Err(Error::validation_failed(
+                    "shardCount",
+                    Some("0"),
+                    "Member must have value greater than or equal to 1",
+                ));
+            }
             self.create_stream(NewStream {
                 name: StreamName::parse(&req.name)?,
                 shard_count: req.shard_count,
@@ -805,7 +824,7 @@ impl Runnel for Api {
     ) -> std::result::Result<Response<pb::DescribeStreamSummaryResponse>, Status> {
         observe("DescribeStreamSummary", async {
             let name = self.stream_name(request.get_ref().stream.as_ref())?;
-            let state = self.node.state()?;
+            let state = self.node.fresh_state().await?;
             let s = state.stream(&name)?;
             Ok(pb::DescribeStreamSummaryResponse {
                 summary: Some(self.summary(s)),
@@ -832,7 +851,7 @@ impl Runnel for Api {
                     ))
                 }
             };
-            let state = self.node.state()?;
+            let state = self.node.fresh_state().await?;
             let s = state.stream(&name)?;
             let after = if req.exclusive_start_shard_id.is_empty() {
                 None
@@ -902,7 +921,7 @@ impl Runnel for Api {
         observe("ListShards", async {
             let req = request.into_inner();
             let name = self.stream_name(req.stream.as_ref())?;
-            let state = self.node.state()?;
+            let state = self.node.fresh_state().await?;
             let s = state.stream(&name)?;
             let limit = match req.max_results {
                 0 => 1000,

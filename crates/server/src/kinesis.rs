@@ -338,7 +338,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
         }
         "DescribeStreamSummary" => {
             let name = stream_of(api, input)?;
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let s = state.stream(&name)?;
             Ok(json!({"StreamDescriptionSummary": {
                 "StreamName": s.name.as_str(),
@@ -362,7 +362,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
                 Some(id) => Some(ShardId::parse(id)?.0),
                 None => None,
             };
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let s = state.stream(&name)?;
             let (shards, more) = Api::list_shards_page(s, &ShardFilter::All, after, limit);
             Ok(json!({"StreamDescription": {
@@ -380,7 +380,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
         }
         "ListStreams" => {
             let limit = input.u64("Limit").unwrap_or(100) as usize;
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let key = Api::key(&state)?;
             let after: Option<String> = match input.str("NextToken") {
                 Some(t) => {
@@ -425,7 +425,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
             }
             Ok(out)
         }
-        "ListShards" => list_shards(api, input),
+        "ListShards" => list_shards(api, input).await,
         "PutRecord" => {
             let name = stream_of(api, input)?;
             let data = input.blob("Data")?;
@@ -571,13 +571,13 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
             let name = stream_of(api, input)?;
             let kib = input.u64("MaxRecordSizeInKiB").unwrap_or(0);
             let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-            node.state()?.stream(&name)?;
+            node.fresh_state().await?.stream(&name)?;
             node.propose_meta(MetaCommand::SetMaxRecordSize { name, kib })
                 .await?;
             Ok(json!({}))
         }
         "DescribeLimits" => {
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let open: usize = state
                 .streams
                 .values()
@@ -630,7 +630,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
         "ListTagsForStream" => {
             let name = stream_of(api, input)?;
             let limit = input.u64("Limit").unwrap_or(10) as usize;
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let s = state.stream(&name)?;
             let after = input.str("ExclusiveStartTagKey");
             let rest: Vec<(String, String)> = s
@@ -647,7 +647,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
         }
         "ListTagsForResource" => {
             let name = resource_stream(api, input)?;
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let s = state.stream(&name)?;
             Ok(json!({"Tags": tags_json(s.tags.clone().into_iter())}))
         }
@@ -668,13 +668,13 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
         }
         "GetResourcePolicy" => {
             let name = resource_stream(api, input)?;
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             let s = state.stream(&name)?;
             Ok(json!({"Policy": s.policy.clone().unwrap_or_else(|| "{}".into())}))
         }
         "DeleteResourcePolicy" => {
             let name = resource_stream(api, input)?;
-            let state = node.state()?;
+            let state = node.fresh_state().await?;
             if state.stream(&name)?.policy.is_none() {
                 return Err(Error::ResourceNotFound(format!(
                     "No resource policy found for resource {}.",
@@ -693,14 +693,14 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
             } else {
                 asked
             };
-            let before = enhanced_list(&node.state()?.stream(&name)?.enhanced_metrics);
+            let before = enhanced_list(&node.fresh_state().await?.stream(&name)?.enhanced_metrics);
             node.propose_meta(MetaCommand::SetEnhancedMonitoring {
                 name: name.clone(),
                 metrics,
                 enable: op == "EnableEnhancedMonitoring",
             })
             .await?;
-            let after = enhanced_list(&node.state()?.stream(&name)?.enhanced_metrics);
+            let after = enhanced_list(&node.fresh_state().await?.stream(&name)?.enhanced_metrics);
             Ok(json!({
                 "StreamName": name.as_str(),
                 "StreamARN": api.arn(&name),
@@ -750,26 +750,27 @@ fn parse_filter_code(s: &str) -> Option<ShardFilter> {
     })
 }
 
-fn list_shards(api: &Api, input: In<'_>) -> Result<Value> {
+async fn list_shards(api: &Api, input: In<'_>) -> Result<Value> {
     let node = api.node();
-    let state = node.state()?;
+    let state = node.fresh_state().await?;
     let key = Api::key(&state)?;
     let limit = input.u64("MaxResults").unwrap_or(1000) as usize;
     let (name, filter, after) = if let Some(token) = input.str("NextToken") {
-        if input.str("StreamName").is_some() || input.str("StreamARN").is_some() {
-            return Err(Error::InvalidArgument(
-                "NextToken and StreamName cannot be provided together.".into(),
-            ));
-        }
-        if input.str("ExclusiveStartShardId").is_some() || input.child("ShardFilter").is_some() {
-            return Err(Error::InvalidArgument(
-                "NextToken cannot be combined with ExclusiveStartShardId or ShardFilter.".into(),
-            ));
-        }
+        // The token carries the stream, filter and position. SDK paginators repeat the first
+        // call's StreamName/ShardFilter alongside it: accepted when they name the same stream.
         let page = PageToken::open(token, &key, node.now_ms())?;
-        let invalid = || Error::InvalidArgument("Invalid ShardIterator/NextToken.".into());
+        let invalid = || Error::InvalidArgument("Invalid NextToken.".into());
         if page.kind != PAGE_LIST_SHARDS {
             return Err(invalid());
+        }
+        if input.str("StreamName").is_some() || input.str("StreamARN").is_some() {
+            let named = stream_of(api, input)?;
+            if named.as_str() != page.stream {
+                return Err(Error::InvalidArgument(format!(
+                    "NextToken belongs to stream {} but the request names stream {named}.",
+                    page.stream
+                )));
+            }
         }
         let (after, code) = page.after.split_once('|').ok_or_else(invalid)?;
         let after: u64 = after.parse().map_err(|_| invalid())?;

@@ -18,6 +18,7 @@ pub mod kinesis;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -128,6 +128,20 @@ pub static OUTGOING_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Records refused by the per-shard write limit (WriteProvisionedThroughputExceeded), by stream.
+pub static WRITE_THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "runnel_write_throttled_records_total",
+                "Records refused with ProvisionedThroughputExceededException",
+            ),
+            &["stream"],
+        )
+        .expect("static metric"),
+    )
+});
+
 /// Prometheus text of every registered metric.
 pub fn render() -> String {
     use prometheus::Encoder;

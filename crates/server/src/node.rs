@@ -118,6 +118,7 @@ pub struct Node {
     pub clock: Arc<SystemClock>,
     pool: Arc<PeerPool>,
     batchers: Mutex<HashMap<u64, mpsc::Sender<Pending>>>,
+    throttle: crate::throttle::WriteThrottle,
     hints: Mutex<HashMap<u64, u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -135,6 +136,10 @@ impl Node {
     /// Opens storage, starts the metadata group and the background loops.
     pub async fn start(config: NodeConfig) -> std::result::Result<Arc<Node>, crate::StartError> {
         config.validate()?;
+        let throttle = crate::throttle::WriteThrottle::new(
+            config.limits.shard_write_bytes_per_sec,
+            config.limits.shard_write_records_per_sec,
+        );
         let store = Store::open(
             &config.data_dir,
             StoreOptions {
@@ -167,6 +172,7 @@ impl Node {
             clock: Arc::new(SystemClock::default()),
             pool,
             batchers: Mutex::new(HashMap::new()),
+            throttle,
             hints: Mutex::new(HashMap::new()),
             shutdown,
             tasks: Mutex::new(Vec::new()),
@@ -252,6 +258,34 @@ impl Node {
     }
 
     /// The metadata state, with the cluster initialized.
+    /// The metadata as of now: the local copy after it has applied everything the metadata
+    /// leader had committed when asked (a linearizable read of the metadata, one round trip to
+    /// the leader). Control-plane reads use it so that a change made through one node is seen
+    /// through every other node.
+    pub async fn fresh_state(&self) -> Result<Arc<MetaState>> {
+        let r = self
+            .read(
+                META_GROUP,
+                ReadShardRequest {
+                    group_id: META_GROUP,
+                    mode: ReadMode::Positions as i32,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let index = r.end.log_index;
+        let mut applied = self.meta.subscribe();
+        if tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|i| *i >= index))
+            .await
+            .is_err()
+        {
+            return Err(Error::Unavailable(format!(
+                "the local metadata did not reach index {index} within 5 s"
+            )));
+        }
+        self.state()
+    }
+
     pub fn state(&self) -> Result<Arc<MetaState>> {
         let s = self.meta.get();
         if s.secret.is_none() {
@@ -687,6 +721,23 @@ impl Node {
                     .iter()
                     .map(|r| r.data.len() + r.partition_key.len())
                     .sum();
+                if !self
+                    .throttle
+                    .admit(group, records.len(), bytes, self.now_ms())
+                {
+                    let state = self.meta.get();
+                    let (stream, shard) = state
+                        .shard_of_group(group)
+                        .map(|(s, sh)| (s.name.to_string(), sh.id().to_string()))
+                        .unwrap_or_default();
+                    crate::metrics::WRITE_THROTTLED
+                        .with_label_values(&[stream.as_str()])
+                        .inc_by(records.len() as u64);
+                    return Attempt::Fail(Error::ProvisionedThroughputExceeded(format!(
+                        "Rate exceeded for shard {shard} in stream {stream} under account {}.",
+                        state.account
+                    )));
+                }
                 let pending = Pending {
                     records: records.clone(),
                     bytes,
@@ -786,6 +837,16 @@ impl Node {
                     Attempt::NotLeader(None)
                 }
             };
+        }
+        if group == META_GROUP {
+            // The metadata read index: everything committed before this read is applied here.
+            return Attempt::Done(ShardRead {
+                end: Position {
+                    log_index: self.meta.get().applied_index,
+                    sub: 0,
+                },
+                ..Default::default()
+            });
         }
         let Some(frontier) = self.registry.frontier(group) else {
             return Attempt::NotLeader(None);
