@@ -11,7 +11,7 @@ cargo test --locked --workspace --no-run
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked --workspace -- --test-threads="${RUNNEL_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
+cargo test --locked --workspace --no-fail-fast -- --test-threads="${RUNNEL_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
 
 # The Kinesis-compatibility suite: boto3 (and cbor2) against real clusters of the binary built
 # above. Installs its Python packages if they are missing.

@@ -83,9 +83,10 @@ mod tests {
         // Half a second refills half.
         assert!(t.admit(1, 5, 500, 500));
         assert!(!t.admit(1, 1, 1, 500));
-        // A refused write takes nothing: after a refusal the full amount is still there later.
-        assert!(!t.admit(1, 11, 0, 2000));
-        assert!(t.admit(1, 10, 1000, 2000));
+        // A refused write takes nothing: what it asked for is still there afterwards.
+        assert!(t.admit(1, 5, 0, 2000));
+        assert!(!t.admit(1, 6, 0, 2000));
+        assert!(t.admit(1, 5, 1000, 2000));
     }
 
     #[test]
