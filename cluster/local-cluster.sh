@@ -5,6 +5,7 @@
 #   cluster/local-cluster.sh stop      stop the nodes this script started
 #   cluster/local-cluster.sh status    show which nodes run and the cluster status
 # Data, configs, logs and pids live under $RUNNEL_CLUSTER_DIR (default ./runnel-cluster).
+# RUNNEL_BIN picks the binary; RUNNEL_NODE_EXTRA_TOML is appended to every node's config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="${RUNNEL_CLUSTER_DIR:-$PWD/runnel-cluster}"
@@ -42,6 +43,7 @@ data_dir = "$DIR/node$i"
 grpc_listen = "127.0.0.1:$((4600 + i))"
 http_listen = "127.0.0.1:$((4566 + i))"
 peers = [ ${peers%, } ]
+${RUNNEL_NODE_EXTRA_TOML:-}
 TOML
       nohup "$exe" serve --config "$DIR/node$i.toml" >> "$DIR/node$i.log" 2>&1 &
       echo $! > "$DIR/node$i.pid"
