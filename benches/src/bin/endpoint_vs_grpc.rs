@@ -53,6 +53,19 @@ struct Counts {
     errors: AtomicU64,
 }
 
+/// Waits for the client tasks; returns (acknowledged records per second, failed calls).
+async fn finish(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    counts: &Counts,
+    started: Instant,
+) -> (f64, u64) {
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rate = counts.records.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    (rate, counts.errors.load(Ordering::Relaxed))
+}
+
 fn entries(batch: usize, size: usize, salt: usize) -> Vec<(String, Vec<u8>)> {
     (0..batch)
         .map(|i| (format!("key-{salt}-{i}"), vec![b'x'; size]))
@@ -61,7 +74,8 @@ fn entries(batch: usize, size: usize, salt: usize) -> Vec<(String, Vec<u8>)> {
 
 async fn run_grpc(args: &Args, endpoints: &[String]) -> (f64, u64) {
     let counts = Arc::new(Counts::default());
-    let deadline = Instant::now() + Duration::from_secs(args.secs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.secs);
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let client = runnel_client::Client::connect_lazy(&endpoints[c % endpoints.len()])
@@ -83,12 +97,7 @@ async fn run_grpc(args: &Args, endpoints: &[String]) -> (f64, u64) {
             }
         }));
     }
-    let started = Instant::now();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let rate = counts.records.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    (rate, counts.errors.load(Ordering::Relaxed))
+    finish(tasks, &counts, started).await
 }
 
 async fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
@@ -103,10 +112,14 @@ async fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
 
 async fn run_http(args: &Args, endpoints: &[String]) -> (f64, u64) {
     let counts = Arc::new(Counts::default());
-    let deadline = Instant::now() + Duration::from_secs(args.secs);
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for c in 0..args.clients {
-        let client = sdk(&endpoints[c % endpoints.len()]).await;
+        clients.push(sdk(&endpoints[c % endpoints.len()]).await);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.secs);
+    let mut tasks = Vec::new();
+    for (c, client) in clients.into_iter().enumerate() {
         let counts = counts.clone();
         let (stream, batch, size) = (args.stream.clone(), args.batch, args.size);
         tasks.push(tokio::spawn(async move {
@@ -142,12 +155,7 @@ async fn run_http(args: &Args, endpoints: &[String]) -> (f64, u64) {
             }
         }));
     }
-    let started = Instant::now();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let rate = counts.records.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    (rate, counts.errors.load(Ordering::Relaxed))
+    finish(tasks, &counts, started).await
 }
 
 #[tokio::main]

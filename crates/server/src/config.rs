@@ -456,6 +456,59 @@ mod tests {
     }
 
     #[test]
+    fn auth_modes_and_tls_pairing() {
+        let dev = NodeConfig::default();
+        assert!(matches!(
+            dev.kinesis_auth().unwrap(),
+            runnel_kinesis::Auth::Development
+        ));
+        let keyed =
+            NodeConfig::from_toml("[auth]\naccess_keys = [ { id = \"AKID\", secret = \"s\" } ]\n")
+                .unwrap();
+        keyed.validate().unwrap();
+        assert!(
+            matches!(keyed.kinesis_auth().unwrap(), runnel_kinesis::Auth::Keys(ref k) if k["AKID"] == "s")
+        );
+        // An explicit development mode wins over keys; sigv4 without keys is refused.
+        let mut forced = keyed.clone();
+        forced.auth.mode = AuthMode::Development;
+        assert!(matches!(
+            forced.kinesis_auth().unwrap(),
+            runnel_kinesis::Auth::Development
+        ));
+        let mut c = NodeConfig::default();
+        c.apply_env([("RUNNEL_AUTH_MODE".to_string(), "sigv4".to_string())])
+            .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("sigv4"));
+        assert!(c
+            .apply_env([("RUNNEL_AUTH_MODE".to_string(), "open".to_string())])
+            .is_err());
+        // Keys from an AWS credentials file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "[default]\naws_access_key_id = K1\naws_secret_access_key = S1\n",
+        )
+        .unwrap();
+        let mut c = NodeConfig::default();
+        c.auth.credentials_file = Some(file);
+        assert!(
+            matches!(c.kinesis_auth().unwrap(), runnel_kinesis::Auth::Keys(ref k) if k["K1"] == "S1")
+        );
+        c.auth.credentials_file = Some(dir.path().join("missing"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("credentials_file"));
+        // TLS needs both files.
+        let mut c = NodeConfig::default();
+        c.tls.cert = Some("cert.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("tls"));
+    }
+
+    #[test]
     fn peers_parse() {
         let p = parse_peers("1=127.0.0.1:1, 2=127.0.0.1:2").unwrap();
         assert_eq!(p.len(), 2);

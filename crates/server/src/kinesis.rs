@@ -70,7 +70,7 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let request_id = runnel_kinesis::new_request_id();
@@ -81,7 +81,13 @@ pub async fn handle(
     );
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let op_label = runnel_kinesis::operation_from_target(target).unwrap_or("Unknown");
-    let result = serve(&ep, &method, &uri, &headers, &body, format).await;
+    let result = match &body {
+        Ok(body) => serve(&ep, &method, &uri, &headers, body, format).await,
+        // Too large (over the HTTP body limit) or cut off: still an AWS envelope with a request id.
+        Err(rejection) => Err(runnel_kinesis::Error::Serialization(format!(
+            "The request body could not be read: {rejection}"
+        ))),
+    };
     metrics::LATENCY
         .with_label_values(&[op_label, "http"])
         .observe(started.elapsed().as_secs_f64());
