@@ -219,6 +219,8 @@ impl Api {
     /// Creates a stream (CREATING until every shard group has a leader).
     pub async fn create_stream(&self, req: NewStream) -> Result<()> {
         let name = req.name.clone();
+        // Fails fast while the cluster is not initialized (the metadata refuses it as well).
+        self.node.state()?;
         let limits = &self.node.config.limits;
         let shard_count = match (req.mode, req.shard_count) {
             (StreamMode::OnDemand, 0) => ON_DEMAND_INITIAL_SHARDS.min(limits.max_shards_per_stream),

@@ -282,7 +282,7 @@ pub enum MetaReply {
 
 impl MetaReply {
     fn err(e: runnel_types::Error) -> MetaReply {
-        MetaReply::Err(e.kinesis_name().to_string(), e.message().to_string())
+        MetaReply::Err(e.wire_name().to_string(), e.message().to_string())
     }
 
     /// Converts into a result.
@@ -328,6 +328,13 @@ impl MetaState {
                 mode,
                 tags,
             } => {
+                if self.secret.is_none() || self.nodes.is_empty() {
+                    // Placement needs the node list: a stream created before the cluster is
+                    // initialized would get no replicas and never become ACTIVE.
+                    return MetaReply::err(runnel_types::Error::Unavailable(
+                        "the cluster is not initialized yet".into(),
+                    ));
+                }
                 if self.streams.contains_key(name.as_str()) {
                     return MetaReply::err(runnel_types::Error::ResourceInUse(format!(
                         "Stream {name} under account {} already exists.",
@@ -620,6 +627,19 @@ mod tests {
                 tags: BTreeMap::new(),
             },
         )
+    }
+
+    #[test]
+    fn create_before_cluster_init_is_refused_and_changes_nothing() {
+        let mut s = MetaState::default();
+        let r = create(&mut s, 1, "early", 2);
+        assert_eq!(
+            r.clone().into_result().unwrap_err().wire_name(),
+            "ServiceUnavailable",
+            "{r:?}"
+        );
+        assert!(s.streams.is_empty());
+        assert_eq!(s.next_group, 1);
     }
 
     #[test]

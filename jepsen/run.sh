@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Fault-injection runs against a fresh local cluster (debug build, the same build as the tests).
+#   jepsen/run.sh SCENARIO [--nodes N] [--time-limit SECS] [...]   one run (none|kill|leader-kill|pause)
+#   jepsen/run.sh ci                                               the CI matrix
+# Each run writes jepsen/runs/<time>-<scenario>/ (history.jsonl, verdict.json, node logs) and
+# exits 0 only when every safety invariant holds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+cargo test --locked --workspace --no-run >/dev/null 2>&1 || cargo test --locked --workspace --no-run
+BIN="$CARGO_TARGET_DIR/debug"
+scenario="${1:?usage: jepsen/run.sh SCENARIO|ci [--nodes N] [--time-limit SECS]}"
+shift
+
+one() {
+  local s="$1"; shift
+  local dir="jepsen/runs/$(date -u +%Y%m%dT%H%M%SZ)-$s"
+  echo "==> $s ($dir)"
+  "$BIN/runnel-jepsen" run "$s" --bin "$BIN/runnel" --dir "$dir" "$@"
+}
+
+if [ "$scenario" = ci ]; then
+  status=0
+  for s in leader-kill pause kill; do
+    one "$s" --time-limit 30 "$@" || status=1
+  done
+  exit "$status"
+fi
+one "$scenario" "$@"

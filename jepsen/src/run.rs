@@ -1,0 +1,512 @@
+//! One run: start a cluster, create a stream, run producers and consumers while a nemesis
+//! injects faults, then heal, drain every shard, collect replica digests, write the history and
+//! check it.
+//!
+//! Invariants: every loop is bounded in time; the cluster is stopped when the run ends (the
+//! [`Cluster`] is dropped, also on panic); a request that timed out or failed in an unknown way is
+//! recorded as `info` and its producer continues as a new process (Jepsen's convention).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use runnel_client::Start;
+use runnel_proto::internal::v1::{internal_client::InternalClient, GroupDigestRequest};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::checker::{check, Report};
+use crate::cluster::Cluster;
+use crate::history::{to_line, Event, Type, F};
+
+/// Fault schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// No faults (a baseline).
+    None,
+    /// SIGKILL a random node, restart it a few seconds later.
+    Kill,
+    /// SIGKILL the leader of a random shard, restart it.
+    LeaderKill,
+    /// SIGSTOP the leader of a random shard for a few seconds.
+    Pause,
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scenario, String> {
+        Ok(match s {
+            "none" => Scenario::None,
+            "kill" => Scenario::Kill,
+            "leader-kill" => Scenario::LeaderKill,
+            "pause" => Scenario::Pause,
+            other => {
+                return Err(format!(
+                    "unknown scenario {other:?}: none, kill, leader-kill or pause"
+                ))
+            }
+        })
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Fault schedule.
+    pub scenario: Scenario,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Duration of the fault phase.
+    pub time_limit: Duration,
+    /// Concurrent producers.
+    pub producers: usize,
+    /// Shards of the stream.
+    pub shards: u32,
+    /// The `runnel` binary.
+    pub bin: PathBuf,
+    /// Run directory (history, verdict, node logs and data).
+    pub dir: PathBuf,
+}
+
+struct Recorder {
+    start: Instant,
+    events: Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    fn push(&self, mut e: Event) {
+        if e.ty() == Type::Invoke {
+            e.t0 = self.now();
+        } else {
+            e.t1 = Some(self.now());
+        }
+        if let Ok(mut v) = self.events.lock() {
+            v.push(e);
+        }
+    }
+}
+
+const STREAM: &str = "jepsen";
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether an error certainly means "nothing was written".
+fn definite(e: &runnel_types::Error) -> bool {
+    use runnel_types::Error as E;
+    matches!(
+        e,
+        E::Validation(_)
+            | E::InvalidArgument(_)
+            | E::ResourceNotFound(_)
+            | E::ProvisionedThroughputExceeded(_)
+    )
+}
+
+/// Runs the whole test and returns the verdict (also written to `dir/verdict.json`).
+pub async fn run(opts: Options) -> Result<Report, String> {
+    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let cluster = Cluster::start(&opts.bin, &opts.dir, opts.nodes, "")
+        .map_err(|e| format!("starting the cluster: {e}"))?;
+    let cluster = Arc::new(AsyncMutex::new(cluster));
+    {
+        let c = cluster.lock().await;
+        if !c.wait_ready(Duration::from_secs(60)).await {
+            return Err("the cluster did not become ready within 60 s".into());
+        }
+        let admin = c.client(0).ok_or("no client")?;
+        // Bounded retries: the cluster may still be initializing (ServiceUnavailable).
+        let mut attempts = 0;
+        loop {
+            match admin.create_stream(STREAM, opts.shards, 0).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(format!("CreateStream: {e}")),
+            }
+        }
+        admin
+            .wait_active(STREAM, Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("stream not active: {e}"))?;
+    }
+    let (endpoints, shards, groups) = {
+        let c = cluster.lock().await;
+        let endpoints: Vec<String> = (0..opts.nodes).map(|i| c.endpoint(i)).collect();
+        let admin = c.client(0).ok_or("no client")?;
+        let shards: Vec<String> = admin
+            .list_shards(STREAM)
+            .await
+            .map_err(|e| format!("ListShards: {e}"))?
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect();
+        let status = admin
+            .cluster_status()
+            .await
+            .map_err(|e| format!("ClusterStatus: {e}"))?;
+        let groups: Vec<(String, u64)> = status
+            .groups
+            .iter()
+            .filter(|g| g.stream == STREAM)
+            .map(|g| (g.shard_id.clone(), g.group_id))
+            .collect();
+        (endpoints, shards, groups)
+    };
+    let rec = Arc::new(Recorder {
+        start: Instant::now(),
+        events: Mutex::new(Vec::new()),
+    });
+    let deadline = tokio::time::Instant::now() + opts.time_limit;
+    let next_value = Arc::new(AtomicU64::new(1));
+    let mut tasks = Vec::new();
+    for p in 0..opts.producers {
+        tasks.push(tokio::spawn(producer(
+            p as u64,
+            opts.producers as u64,
+            endpoints.clone(),
+            rec.clone(),
+            next_value.clone(),
+            deadline,
+        )));
+    }
+    for (s, shard) in shards.iter().enumerate() {
+        tasks.push(tokio::spawn(consumer(
+            1000 + s as u64,
+            shard.clone(),
+            endpoints.clone(),
+            rec.clone(),
+            deadline,
+            F::Poll,
+        )));
+    }
+    let nemesis = tokio::spawn(nemesis(
+        opts.scenario,
+        cluster.clone(),
+        groups.clone(),
+        rec.clone(),
+        deadline,
+    ));
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = nemesis.await;
+
+    // Heal: every node running and resumed, then drain every shard and compare replicas.
+    {
+        let mut c = cluster.lock().await;
+        for i in 0..opts.nodes {
+            c.resume(i);
+            let _ = c.start_node(i);
+        }
+        if !c.wait_ready(Duration::from_secs(60)).await {
+            tracing_free_warn("the cluster did not become ready after healing");
+        }
+    }
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut drains = Vec::new();
+    for (s, shard) in shards.iter().enumerate() {
+        drains.push(tokio::spawn(consumer(
+            2000 + s as u64,
+            shard.clone(),
+            endpoints.clone(),
+            rec.clone(),
+            drain_deadline,
+            F::Drain,
+        )));
+    }
+    for d in drains {
+        let _ = d.await;
+    }
+    digests(&endpoints, &groups, &rec).await;
+
+    let events = rec.events.lock().map(|v| v.clone()).unwrap_or_default();
+    let history: String = events.iter().map(to_line).collect();
+    std::fs::write(opts.dir.join("history.jsonl"), history)
+        .map_err(|e| format!("writing the history: {e}"))?;
+    let report = check(&events);
+    let verdict = serde_json::to_string_pretty(&report).unwrap_or_default();
+    std::fs::write(opts.dir.join("verdict.json"), verdict)
+        .map_err(|e| format!("writing the verdict: {e}"))?;
+    drop(cluster);
+    Ok(report)
+}
+
+fn tracing_free_warn(msg: &str) {
+    eprintln!("warning: {msg}");
+}
+
+async fn producer(
+    first: u64,
+    stride: u64,
+    endpoints: Vec<String>,
+    rec: Arc<Recorder>,
+    next_value: Arc<AtomicU64>,
+    deadline: tokio::time::Instant,
+) {
+    let mut process = first;
+    let mut n = 0usize;
+    while tokio::time::Instant::now() < deadline {
+        let v = next_value.fetch_add(1, Ordering::Relaxed);
+        let node = (first as usize + n) % endpoints.len();
+        n += 1;
+        let Ok(client) = runnel_client::Client::connect_lazy(&endpoints[node]) else {
+            continue;
+        };
+        rec.push(Event {
+            process,
+            ty: Some(Type::Invoke),
+            f: Some(F::Send),
+            node: node as u64 + 1,
+            values: vec![v],
+            ..Default::default()
+        });
+        let key = format!("key-{}", v % 64);
+        let outcome = tokio::time::timeout(
+            OP_TIMEOUT,
+            client.put_record(STREAM, &key, v.to_string().into_bytes()),
+        )
+        .await;
+        let mut done = Event {
+            process,
+            f: Some(F::Send),
+            node: node as u64 + 1,
+            values: vec![v],
+            ..Default::default()
+        };
+        match outcome {
+            Ok(Ok((shard, seq))) => {
+                done.ty = Some(Type::Ok);
+                done.shard = Some(shard);
+                done.seqs = vec![Some(seq)];
+                rec.push(done);
+            }
+            Ok(Err(e)) if definite(&e) => {
+                done.ty = Some(Type::Fail);
+                done.error = Some(e.kinesis_name().to_string());
+                rec.push(done);
+            }
+            other => {
+                done.ty = Some(Type::Info);
+                done.error = Some(match other {
+                    Ok(Err(e)) => format!("{}: {}", e.wire_name(), e.message()),
+                    _ => "timeout".into(),
+                });
+                rec.push(done);
+                // The request may still be in flight: continue as a new process.
+                process += stride;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn consumer(
+    process: u64,
+    shard: String,
+    endpoints: Vec<String>,
+    rec: Arc<Recorder>,
+    deadline: tokio::time::Instant,
+    f: F,
+) {
+    let mut last: Option<String> = None;
+    let mut iterator: Option<String> = None;
+    let mut n = 0usize;
+    while tokio::time::Instant::now() < deadline {
+        let node = n % endpoints.len();
+        n += 1;
+        let Ok(client) = runnel_client::Client::connect_lazy(&endpoints[node]) else {
+            continue;
+        };
+        let it = match iterator.take() {
+            Some(it) => it,
+            None => {
+                let start = last.clone().map_or(Start::TrimHorizon, Start::After);
+                match tokio::time::timeout(
+                    OP_TIMEOUT,
+                    client.shard_iterator(STREAM, &shard, &start),
+                )
+                .await
+                {
+                    Ok(Ok(it)) => it,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        rec.push(Event {
+            process,
+            ty: Some(Type::Invoke),
+            f: Some(f),
+            node: node as u64 + 1,
+            shard: Some(shard.clone()),
+            from: last.clone(),
+            ..Default::default()
+        });
+        let outcome = tokio::time::timeout(OP_TIMEOUT, client.get_records(&it, 1000)).await;
+        let mut done = Event {
+            process,
+            f: Some(f),
+            node: node as u64 + 1,
+            shard: Some(shard.clone()),
+            from: last.clone(),
+            ..Default::default()
+        };
+        match outcome {
+            Ok(Ok(r)) => {
+                done.ty = Some(Type::Ok);
+                done.reads = r
+                    .records
+                    .iter()
+                    .map(|x| {
+                        let v = std::str::from_utf8(&x.data)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(u64::MAX);
+                        (x.sequence_number.clone(), v)
+                    })
+                    .collect();
+                done.caught_up = r.millis_behind_latest == 0 && r.records.len() < 1000;
+                let caught_up = done.caught_up;
+                if let Some(x) = r.records.last() {
+                    last = Some(x.sequence_number.clone());
+                }
+                rec.push(done);
+                if !r.next_shard_iterator.is_empty() {
+                    iterator = Some(r.next_shard_iterator);
+                }
+                if caught_up {
+                    if f == F::Drain {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            other => {
+                done.ty = Some(Type::Info);
+                done.error = Some(match other {
+                    Ok(Err(e)) => format!("{}: {}", e.wire_name(), e.message()),
+                    _ => "timeout".into(),
+                });
+                rec.push(done);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn nemesis(
+    scenario: Scenario,
+    cluster: Arc<AsyncMutex<Cluster>>,
+    groups: Vec<(String, u64)>,
+    rec: Arc<Recorder>,
+    deadline: tokio::time::Instant,
+) {
+    if scenario == Scenario::None {
+        return;
+    }
+    let process = 9000;
+    loop {
+        let (wait, hold) = {
+            let mut r = rand::rng();
+            (r.random_range(2_000..5_000), r.random_range(3_000..6_000))
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if tokio::time::Instant::now() + Duration::from_millis(hold) > deadline {
+            return;
+        }
+        let mut c = cluster.lock().await;
+        let n = c.nodes.len();
+        let target = match scenario {
+            Scenario::Kill => Some(rand::rng().random_range(0..n)),
+            Scenario::LeaderKill | Scenario::Pause => {
+                let g = groups[rand::rng().random_range(0..groups.len())].1;
+                c.leader_of(g).await
+            }
+            Scenario::None => None,
+        };
+        let Some(i) = target else { continue };
+        let name = match scenario {
+            Scenario::Pause => format!("pause node {}", i + 1),
+            _ => format!("kill node {}", i + 1),
+        };
+        rec.push(Event {
+            process,
+            ty: Some(Type::Invoke),
+            f: Some(F::Fault),
+            node: i as u64 + 1,
+            error: Some(name.clone()),
+            ..Default::default()
+        });
+        if scenario == Scenario::Pause {
+            c.pause(i);
+        } else {
+            c.kill(i);
+        }
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        let mut c = cluster.lock().await;
+        if scenario == Scenario::Pause {
+            c.resume(i);
+        } else {
+            let _ = c.start_node(i);
+        }
+        drop(c);
+        rec.push(Event {
+            process,
+            ty: Some(Type::Ok),
+            f: Some(F::Fault),
+            node: i as u64 + 1,
+            error: Some(name),
+            ..Default::default()
+        });
+    }
+}
+
+/// Records every replica's digest once all replicas of a group report the same applied index
+/// (bounded wait); a group that does not converge is recorded as reported.
+async fn digests(endpoints: &[String], groups: &[(String, u64)], rec: &Recorder) {
+    for (shard, group) in groups {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut replies = Vec::new();
+            for (i, e) in endpoints.iter().enumerate() {
+                let Ok(mut c) = InternalClient::connect(e.clone()).await else {
+                    continue;
+                };
+                if let Ok(r) = c
+                    .group_digest(GroupDigestRequest { group_id: *group })
+                    .await
+                {
+                    replies.push((i, r.into_inner()));
+                }
+            }
+            let same = replies
+                .windows(2)
+                .all(|w| w[0].1.applied_index == w[1].1.applied_index);
+            if (same && replies.len() == endpoints.len()) || tokio::time::Instant::now() > deadline
+            {
+                for (i, r) in replies {
+                    rec.push(Event {
+                        process: 3000 + i as u64,
+                        ty: Some(Type::Ok),
+                        f: Some(F::Digest),
+                        node: i as u64 + 1,
+                        shard: Some(shard.clone()),
+                        applied: r.applied_index,
+                        digest: Some(r.digest.iter().map(|b| format!("{b:02x}")).collect()),
+                        ..Default::default()
+                    });
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
