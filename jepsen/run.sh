@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fault-injection runs against a fresh local cluster (debug build, the same build as the tests).
 #   jepsen/run.sh SCENARIO [--nodes N] [--time-limit SECS] [...]   one run (none|kill|leader-kill|pause)
-#   jepsen/run.sh ci                                               the CI matrix
+#   jepsen/run.sh ci                                               the CI matrix (+ a bug run that must fail)
+#   ... --bug drop-applied-records                                 switch on a deliberate server bug
 # Each run writes jepsen/runs/<time>-<scenario>/ (history.jsonl, verdict.json, node logs) and
 # exits 0 only when every safety invariant holds.
 set -euo pipefail
@@ -24,6 +25,17 @@ if [ "$scenario" = ci ]; then
   for s in leader-kill pause kill; do
     one "$s" --time-limit 30 "$@" || status=1
   done
+  # The harness must be able to fail: with a deliberate bug the run must report the anomaly.
+  set +e
+  out="$(one none --time-limit 20 --bug drop-applied-records "$@")"
+  rc=$?
+  set -e
+  echo "$out"
+  if [ "$rc" = 1 ] && grep -q '"divergence"' <<<"$out"; then
+    echo "==> bug run failed as it must (divergence found)"
+  else
+    echo "==> bug run did NOT report divergence (exit $rc)"; status=1
+  fi
   exit "$status"
 fi
 one "$scenario" "$@"

@@ -42,9 +42,15 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Cluster {
-    /// Writes the configs of `n` nodes under `dir` (each config gets `extra` TOML appended) and
-    /// starts them.
-    pub fn start(bin: &Path, dir: &Path, n: usize, extra: &str) -> std::io::Result<Cluster> {
+    /// Writes the configs of `n` nodes under `dir` (each config gets `extra` TOML appended, and
+    /// the last node also `last_extra`) and starts them.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        extra: &str,
+        last_extra: &str,
+    ) -> std::io::Result<Cluster> {
         let mut ports = Vec::new();
         for _ in 0..n {
             ports.push((free_port()?, free_port()?));
@@ -58,6 +64,11 @@ impl Cluster {
         for (i, (grpc, http)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
             let config = dir.join(format!("node{id}.toml"));
+            let extra = if i + 1 == n {
+                format!("{extra}\n{last_extra}")
+            } else {
+                extra.to_string()
+            };
             std::fs::write(
                 &config,
                 format!(

@@ -50,6 +50,25 @@ impl std::str::FromStr for Scenario {
     }
 }
 
+/// A deliberate server bug the run switches on (the checker must then report an anomaly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The last node drops the first record of every 50th applied log entry
+    /// (`[testing] bug_drop_applied_records`): expect `divergence` (and `lost-write` or
+    /// `poll-skip` when that node serves reads).
+    DropAppliedRecords,
+}
+
+impl std::str::FromStr for Bug {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Bug, String> {
+        match s {
+            "drop-applied-records" => Ok(Bug::DropAppliedRecords),
+            other => Err(format!("unknown bug {other:?}: drop-applied-records")),
+        }
+    }
+}
+
 /// Options of a run.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -67,6 +86,8 @@ pub struct Options {
     pub bin: PathBuf,
     /// Run directory (history, verdict, node logs and data).
     pub dir: PathBuf,
+    /// A deliberate server bug to switch on.
+    pub bug: Option<Bug>,
 }
 
 struct Recorder {
@@ -108,7 +129,11 @@ fn definite(e: &runnel_types::Error) -> bool {
 /// Runs the whole test and returns the verdict (also written to `dir/verdict.json`).
 pub async fn run(opts: Options) -> Result<Report, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    let cluster = Cluster::start(&opts.bin, &opts.dir, opts.nodes, "")
+    let last_extra = match opts.bug {
+        Some(Bug::DropAppliedRecords) => "[testing]\nbug_drop_applied_records = true\n",
+        None => "",
+    };
+    let cluster = Cluster::start(&opts.bin, &opts.dir, opts.nodes, "", last_extra)
         .map_err(|e| format!("starting the cluster: {e}"))?;
     let cluster = Arc::new(AsyncMutex::new(cluster));
     {

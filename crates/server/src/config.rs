@@ -112,6 +112,9 @@ pub struct TestingConfig {
     pub enable_clock_hook: bool,
     /// Acknowledge log appends without fsync (a deliberate durability bug for the harness).
     pub unsafe_skip_fsync: bool,
+    /// This replica silently drops one record every 50 log entries (a deliberate divergence bug
+    /// the fault-injection harness must catch).
+    pub bug_drop_applied_records: bool,
 }
 
 /// Configuration of one node.

@@ -144,6 +144,7 @@ impl Node {
             &config.data_dir,
             StoreOptions {
                 unsafe_skip_fsync: config.testing.unsafe_skip_fsync,
+                unsafe_drop_applied_records: config.testing.bug_drop_applied_records,
                 ..Default::default()
             },
         )

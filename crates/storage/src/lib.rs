@@ -76,6 +76,10 @@ pub struct StoreOptions {
     /// When false, log appends are not fsynced. Only for tests of the harness that must catch
     /// exactly this bug; never set it in production.
     pub unsafe_skip_fsync: bool,
+    /// When true, the first record of every applied entry whose log index is a multiple of 50
+    /// is silently not stored on this replica (a deliberate divergence bug for the harness);
+    /// never set it in production.
+    pub unsafe_drop_applied_records: bool,
 }
 
 impl Default for StoreOptions {
@@ -83,9 +87,13 @@ impl Default for StoreOptions {
         StoreOptions {
             block_cache_bytes: 64 << 20,
             unsafe_skip_fsync: false,
+            unsafe_drop_applied_records: false,
         }
     }
 }
+
+/// Log indexes at which [`StoreOptions::unsafe_drop_applied_records`] drops a record.
+pub const BUG_DROP_EVERY: u64 = 50;
 
 /// The node's store. Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
@@ -96,6 +104,7 @@ pub struct Store {
 struct Inner {
     db: Arc<DB>,
     writer: LogWriter,
+    drop_applied_records: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -128,7 +137,11 @@ impl Store {
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
         let writer = LogWriter::start(db.clone(), options.unsafe_skip_fsync)?;
         Ok(Store {
-            inner: Arc::new(Inner { db, writer }),
+            inner: Arc::new(Inner {
+                db,
+                writer,
+                drop_applied_records: options.unsafe_drop_applied_records,
+            }),
         })
     }
 
@@ -303,6 +316,13 @@ impl Store {
         for (sub, rec) in records.iter().enumerate() {
             let sub = u32::try_from(sub)
                 .map_err(|_| Error::Invalid("too many records in one entry".into()))?;
+            if sub == 0
+                && self.inner.drop_applied_records
+                && log_index.is_multiple_of(BUG_DROP_EVERY)
+            {
+                // The deliberate bug: this replica loses the entry's first record.
+                continue;
+            }
             batch.put_cf(
                 rec_cf,
                 record_key(group, Position { log_index, sub }),
@@ -502,6 +522,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn the_drop_bug_flag_loses_a_record_only_at_its_log_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            unsafe_drop_applied_records: true,
+            ..Default::default()
+        };
+        let s = Store::open(dir.path(), options).unwrap();
+        s.apply_records(1, BUG_DROP_EVERY - 1, 1, &[rec("a", "1")], b"x")
+            .unwrap();
+        s.apply_records(1, BUG_DROP_EVERY, 2, &[rec("b", "2")], b"y")
+            .unwrap();
+        let end = Position {
+            log_index: BUG_DROP_EVERY + 1,
+            sub: 0,
+        };
+        let got = s
+            .read_records(1, Position::START, end, 10, u64::MAX)
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.partition_key, "a");
     }
 
     #[test]

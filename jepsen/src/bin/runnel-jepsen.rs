@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use runnel_jepsen::checker::{check, Report};
-use runnel_jepsen::run::{run, Options, Scenario};
+use runnel_jepsen::run::{run, Bug, Options, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,9 @@ enum Cmd {
         /// Run directory (history.jsonl, verdict.json, node logs and data).
         #[arg(long)]
         dir: PathBuf,
+        /// Switch on a deliberate server bug: drop-applied-records.
+        #[arg(long)]
+        bug: Option<Bug>,
     },
     /// Check a JSON-lines history.
     Check {
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             shards,
             bin,
             dir,
+            bug,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
                 shards,
                 bin,
                 dir,
+                bug,
             };
             match runtime.block_on(run(opts)) {
                 Ok(r) => r,
