@@ -3,8 +3,8 @@
 #   jepsen/run.sh SCENARIO [--nodes N] [--time-limit SECS] [...]   one run (none|kill|leader-kill|pause)
 #   jepsen/run.sh ci                                               the CI matrix (+ a bug run that must fail)
 #   ... --bug drop-applied-records                                 switch on a deliberate server bug
-# Each run writes jepsen/runs/<time>-<scenario>/ (history.jsonl, verdict.json, node logs) and
-# exits 0 only when every safety invariant holds.
+# Each run writes jepsen/runs/<time>-<scenario>/ (history.jsonl, verdict.json, node configs and
+# logs; node data only with JEPSEN_KEEP_DATA=1) and exits 0 only when every safety invariant holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -17,7 +17,14 @@ one() {
   local s="$1"; shift
   local dir="jepsen/runs/$(date -u +%Y%m%dT%H%M%SZ)-$s"
   echo "==> $s ($dir)"
-  "$BIN/runnel-jepsen" run "$s" --bin "$BIN/runnel" --dir "$dir" "$@"
+  local rc=0
+  "$BIN/runnel-jepsen" run "$s" --bin "$BIN/runnel" --dir "$dir" "$@" || rc=$?
+  # Keep the history, verdict, configs and logs; drop the nodes' data (~200 MB a run) unless
+  # JEPSEN_KEEP_DATA=1.
+  if [ -z "${JEPSEN_KEEP_DATA:-}" ]; then
+    find "$dir" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+  fi
+  return "$rc"
 }
 
 if [ "$scenario" = ci ]; then

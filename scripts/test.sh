@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit, property, storage crash, openraft conformance, CLI and
-# multi-process cluster tests, the AWS SDK for Rust test, then the boto3/cbor2 Kinesis suite). Installs what it needs first. A cold run compiles RocksDB
+# multi-process cluster tests, the AWS SDK for Rust test, the boto3/cbor2 Kinesis suite, then
+# the fault-injection matrix). Installs what it needs first. A cold run compiles RocksDB
 # (~25 minutes on 2 cores). Always --workspace: building single packages resolves features
 # differently and recompiles RocksDB.
 cd "$(dirname "$0")/.."
@@ -21,6 +22,18 @@ if ! python3 -c "import boto3, cbor2, pytest" >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages -r tests/kinesis/requirements.txt
 fi
 RUNNEL_BIN="$CARGO_TARGET_DIR/debug/runnel" python3 -m pytest -q -p no:cacheprovider tests/kinesis 2>&1 | tee -a "$log" || status=$?
+
+# The fault-injection matrix (jepsen/run.sh ci: leader-kill, pause, kill, and a run with a
+# deliberate bug that must be caught). Each scenario counts as one test.
+jstatus=0
+bash jepsen/run.sh ci 2>&1 | tee "$log.jepsen" || jstatus=$?
+jpassed=$(grep -c '"valid": true' "$log.jepsen" || true)
+jcaught=$(grep -c 'bug run failed as it must' "$log.jepsen" || true)
+jtotal=4
+jok=$((jpassed + jcaught))
+echo "jepsen matrix: $jok passed, $((jtotal - jok)) failed" | tee -a "$log"
+rm -f "$log.jepsen"
+[ "$jstatus" = 0 ] || status=$jstatus
 passed=$( (grep -Eo '[0-9]+ passed' "$log" || true) | awk '{s+=$1} END {print s+0}')
 failed=$( (grep -Eo '[0-9]+ failed' "$log" || true) | awk '{s+=$1} END {print s+0}')
 echo "Tests: $passed passed, $failed failed"
