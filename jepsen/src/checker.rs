@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
+#[cfg(test)]
+use crate::history::UNKNOWN_SEQ;
 use crate::history::{seq, Event, Type, F};
 
 /// One anomaly instance.
@@ -174,15 +176,21 @@ pub fn check(history: &[Event]) -> Report {
     let mut indeterminate: HashSet<u64> = HashSet::new();
     let mut ok_times: Vec<u64> = Vec::new();
     for op in ops.iter().filter(|o| o.done.f == Some(F::Send)) {
-        let shard = op.done.shard.clone().unwrap_or_default();
         match op.done.ty() {
             Type::Ok => {
                 ok_times.push(op.done.t1.unwrap_or(op.done.t0));
                 for (i, v) in op.done.values.iter().enumerate() {
-                    match op.done.seqs.get(i).cloned().flatten().and_then(|s| seq(&s)) {
-                        Some(s) => {
-                            acked.insert(*v, ((shard.clone(), s), op.done.t1.unwrap_or(0)));
-                        }
+                    let shard = op.done.shard_of(i);
+                    match op.done.seqs.get(i).cloned().flatten() {
+                        Some(s) => match seq(&s) {
+                            Some(s) => {
+                                acked.insert(*v, ((shard, s), op.done.t1.unwrap_or(0)));
+                            }
+                            // UNKNOWN_SEQ (or anything unreadable): the outcome is unknown.
+                            None => {
+                                indeterminate.insert(*v);
+                            }
+                        },
                         None => {
                             failed.insert(*v);
                         }
@@ -395,29 +403,29 @@ pub fn check(history: &[Event]) -> Report {
         .iter()
         .filter(|o| o.done.f == Some(F::Send) && o.done.ty() == Type::Ok)
     {
-        let shard = op.done.shard.clone().unwrap_or_default();
-        let seqs: Vec<u128> = op
-            .done
-            .seqs
-            .iter()
-            .flatten()
-            .filter_map(|s| seq(s))
-            .collect();
-        let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
-            continue;
-        };
-        let key = (op.done.process, shard.clone());
-        if let Some(prev) = last_send.get(&key) {
-            if lo <= prev {
-                st.add(
-                    "nonmonotonic-send",
-                    Some(&shard),
-                    None,
-                    format!("process {} got {lo} after {prev}", op.done.process),
-                );
+        let mut per_shard: BTreeMap<String, Vec<u128>> = BTreeMap::new();
+        for (i, s) in op.done.seqs.iter().enumerate() {
+            if let Some(s) = s.as_deref().and_then(seq) {
+                per_shard.entry(op.done.shard_of(i)).or_default().push(s);
             }
         }
-        last_send.insert(key, *hi);
+        for (shard, seqs) in per_shard {
+            let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
+                continue;
+            };
+            let key = (op.done.process, shard.clone());
+            if let Some(prev) = last_send.get(&key) {
+                if lo <= prev {
+                    st.add(
+                        "nonmonotonic-send",
+                        Some(&shard),
+                        None,
+                        format!("process {} got {lo} after {prev}", op.done.process),
+                    );
+                }
+            }
+            last_send.insert(key, *hi);
+        }
     }
     // divergence.
     let mut by_index: HashMap<(String, u64), HashMap<String, u64>> = HashMap::new();
@@ -698,6 +706,76 @@ mod tests {
         let r = check(&h);
         assert_eq!(names(&r), vec!["poll-skip"]);
         assert_eq!(r.anomalies["poll-skip"][0].value, Some(2));
+    }
+
+    #[test]
+    fn put_records_entries_carry_their_own_shards_and_outcomes() {
+        let mut h = clean();
+        let mut i = ev(5, Type::Invoke, F::Send, "", 20);
+        i.shard = None;
+        i.values = vec![30, 31, 32, 33];
+        h.push(i);
+        let mut o = ev(5, Type::Ok, F::Send, "", 21);
+        o.shard = None;
+        o.values = vec![30, 31, 32, 33];
+        o.shards = vec![Some(S0.into()), Some(S1.into()), None, None];
+        o.seqs = vec![
+            Some("13".into()),
+            Some("11".into()),
+            None,
+            Some(UNKNOWN_SEQ.into()),
+        ];
+        h.push(o);
+        // 30 and 31 drained; 32 failed (absent); 33 unknown and present.
+        let base = h.clone();
+        read(
+            &mut h,
+            30,
+            F::Drain,
+            S0,
+            None,
+            &[(10, 1), (11, 2), (12, 4), (13, 30)],
+            true,
+            100,
+        );
+        read(
+            &mut h,
+            31,
+            F::Drain,
+            S1,
+            None,
+            &[(10, 3), (11, 31), (12, 33)],
+            true,
+            100,
+        );
+        let r = check(&h);
+        assert!(r.valid, "{:?}", r.anomalies);
+        assert_eq!((r.stats.failed, r.stats.indeterminate), (1, 1));
+        // Without 31 in shard 1's drain it is a lost write there.
+        let mut h = base;
+        read(
+            &mut h,
+            30,
+            F::Drain,
+            S0,
+            None,
+            &[(10, 1), (11, 2), (12, 4), (13, 30)],
+            true,
+            100,
+        );
+        read(
+            &mut h,
+            31,
+            F::Drain,
+            S1,
+            None,
+            &[(10, 3), (12, 33)],
+            true,
+            100,
+        );
+        let r = check(&h);
+        assert_eq!(names(&r), vec!["lost-write"]);
+        assert_eq!(r.anomalies["lost-write"][0].shard.as_deref(), Some(S1));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! * `send`: a PutRecord/PutRecords of `values` (unique integers). Its completion repeats the
 //!   values, with `seqs[i]` the sequence number acknowledged for `values[i]` (`null` for an entry
-//!   that failed in a partial failure). `ok` = every non-null entry is acknowledged; `fail` = the
+//!   that certainly failed in a partial failure, `"?"` for one whose outcome is unknown) and
+//!   `shards[i]` its shard. `ok` = every non-null entry is acknowledged; `fail` = the
 //!   request certainly wrote nothing; `info` = unknown (timeout, reset, unknown leader outcome).
 //! * `poll`: one GetRecords of a consumer following its own iterator chain on `shard`;
 //!   completion carries the records read as `reads` (`[seq, value]`), the position the call read
@@ -71,9 +72,13 @@ pub struct Event {
     /// Values written (send).
     #[serde(default)]
     pub values: Vec<u64>,
-    /// Acknowledged sequence numbers, one per value (send completions).
+    /// Acknowledged sequence numbers, one per value (send completions): `null` = that entry
+    /// certainly failed, [`UNKNOWN_SEQ`] = its outcome is unknown.
     #[serde(default)]
     pub seqs: Vec<Option<String>>,
+    /// Shard of each value (PutRecords spans shards); empty = all in `shard`.
+    #[serde(default)]
+    pub shards: Vec<Option<String>>,
     /// Records read: (sequence number, value) (poll/drain completions).
     #[serde(default)]
     pub reads: Vec<(String, u64)>,
@@ -100,10 +105,23 @@ pub struct Event {
     pub error: Option<String>,
 }
 
+/// The sequence-number placeholder of a PutRecords entry whose outcome is unknown.
+pub const UNKNOWN_SEQ: &str = "?";
+
 impl Event {
     /// The event type (invoke when missing).
     pub fn ty(&self) -> Type {
         self.ty.unwrap_or(Type::Invoke)
+    }
+
+    /// The shard of value `i`: its own entry in `shards`, else `shard`.
+    pub fn shard_of(&self, i: usize) -> String {
+        self.shards
+            .get(i)
+            .cloned()
+            .flatten()
+            .or_else(|| self.shard.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::checker::{check, Report};
 use crate::cluster::Cluster;
-use crate::history::{to_line, Event, Type, F};
+use crate::history::{to_line, Event, Type, F, UNKNOWN_SEQ};
 
 /// Fault schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +114,8 @@ impl Recorder {
 const STREAM: &str = "jepsen";
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether an error certainly means "nothing was written".
+/// Whether an error certainly means "nothing was written" (anything else, including every
+/// unavailability, counts as unknown).
 fn definite(e: &runnel_types::Error) -> bool {
     use runnel_types::Error as E;
     matches!(
@@ -276,7 +277,15 @@ async fn producer(
     let mut process = first;
     let mut n = 0usize;
     while tokio::time::Instant::now() < deadline {
-        let v = next_value.fetch_add(1, Ordering::Relaxed);
+        // Every other operation is a PutRecords of 2-8 values (spanning shards).
+        let batch = if n % 2 == 1 {
+            rand::rng().random_range(2..=8)
+        } else {
+            1
+        };
+        let values: Vec<u64> = (0..batch)
+            .map(|_| next_value.fetch_add(1, Ordering::Relaxed))
+            .collect();
         let node = (first as usize + n) % endpoints.len();
         n += 1;
         let Ok(client) = runnel_client::Client::connect_lazy(&endpoints[node]) else {
@@ -287,27 +296,53 @@ async fn producer(
             ty: Some(Type::Invoke),
             f: Some(F::Send),
             node: node as u64 + 1,
-            values: vec![v],
+            values: values.clone(),
             ..Default::default()
         });
-        let key = format!("key-{}", v % 64);
-        let outcome = tokio::time::timeout(
-            OP_TIMEOUT,
-            client.put_record(STREAM, &key, v.to_string().into_bytes()),
-        )
+        let entries: Vec<(String, Vec<u8>)> = values
+            .iter()
+            .map(|v| (format!("key-{}", v % 64), v.to_string().into_bytes()))
+            .collect();
+        let outcome = tokio::time::timeout(OP_TIMEOUT, async {
+            if entries.len() == 1 {
+                let (key, data) = entries[0].clone();
+                client
+                    .put_record(STREAM, &key, data)
+                    .await
+                    .map(|(shard, seq)| vec![(Some(shard), Some(seq))])
+            } else {
+                client.put_records(STREAM, entries).await.map(|r| {
+                    r.records
+                        .into_iter()
+                        .map(|x| {
+                            if x.error_code.is_empty() {
+                                (Some(x.shard_id), Some(x.sequence_number))
+                            } else if definite(&runnel_types::Error::from_kinesis_name(
+                                &x.error_code,
+                                x.error_message,
+                            )) {
+                                (None, None)
+                            } else {
+                                (None, Some(UNKNOWN_SEQ.to_string()))
+                            }
+                        })
+                        .collect()
+                })
+            }
+        })
         .await;
         let mut done = Event {
             process,
             f: Some(F::Send),
             node: node as u64 + 1,
-            values: vec![v],
+            values: values.clone(),
             ..Default::default()
         };
         match outcome {
-            Ok(Ok((shard, seq))) => {
+            Ok(Ok(results)) => {
                 done.ty = Some(Type::Ok);
-                done.shard = Some(shard);
-                done.seqs = vec![Some(seq)];
+                done.shards = results.iter().map(|r| r.0.clone()).collect();
+                done.seqs = results.into_iter().map(|r| r.1).collect();
                 rec.push(done);
             }
             Ok(Err(e)) if definite(&e) => {
