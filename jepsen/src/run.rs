@@ -114,6 +114,14 @@ impl Recorder {
 const STREAM: &str = "jepsen";
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The description of an `info` outcome: the error, or a timeout when there is none.
+fn unknown_outcome(error: Option<runnel_types::Error>) -> String {
+    match error {
+        Some(e) => format!("{}: {}", e.wire_name(), e.message()),
+        None => "timeout".into(),
+    }
+}
+
 /// Whether an error certainly means "nothing was written" (anything else, including every
 /// unavailability, counts as unknown).
 fn definite(e: &runnel_types::Error) -> bool {
@@ -352,10 +360,7 @@ async fn producer(
             }
             other => {
                 done.ty = Some(Type::Info);
-                done.error = Some(match other {
-                    Ok(Err(e)) => format!("{}: {}", e.wire_name(), e.message()),
-                    _ => "timeout".into(),
-                });
+                done.error = Some(unknown_outcome(other.ok().and_then(Result::err)));
                 rec.push(done);
                 // The request may still be in flight: continue as a new process.
                 process += stride;
@@ -450,10 +455,7 @@ async fn consumer(
             }
             other => {
                 done.ty = Some(Type::Info);
-                done.error = Some(match other {
-                    Ok(Err(e)) => format!("{}: {}", e.wire_name(), e.message()),
-                    _ => "timeout".into(),
-                });
+                done.error = Some(unknown_outcome(other.ok().and_then(Result::err)));
                 rec.push(done);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
