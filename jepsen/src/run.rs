@@ -238,7 +238,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             let _ = c.start_node(i);
         }
         if !c.wait_ready(Duration::from_secs(60)).await {
-            tracing_free_warn("the cluster did not become ready after healing");
+            eprintln!("warning: the cluster did not become ready after healing");
         }
     }
     let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -268,10 +268,6 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .map_err(|e| format!("writing the verdict: {e}"))?;
     drop(cluster);
     Ok(report)
-}
-
-fn tracing_free_warn(msg: &str) {
-    eprintln!("warning: {msg}");
 }
 
 async fn producer(

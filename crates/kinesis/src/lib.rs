@@ -26,11 +26,7 @@ pub fn operation_from_target(target: Option<&str>) -> Result<&'static str, Error
     if prefix != model::TARGET_PREFIX {
         return Err(unknown());
     }
-    model::model()
-        .operation_names()
-        .into_iter()
-        .find(|op| *op == action)
-        .ok_or_else(unknown)
+    model::model().operation_name(action).ok_or_else(unknown)
 }
 
 /// A fresh request id in the UUID v4 text form AWS uses for `x-amzn-RequestId`.

@@ -223,6 +223,11 @@ impl Model {
         self.operations.get(name)
     }
 
+    /// The model's own spelling of an operation name (`'static`, for labels), if it exists.
+    pub fn operation_name(&'static self, name: &str) -> Option<&'static str> {
+        self.operations.get_key_value(name).map(|(k, _)| k.as_str())
+    }
+
     /// Every operation name, sorted.
     pub fn operation_names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.operations.keys().map(String::as_str).collect();

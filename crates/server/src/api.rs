@@ -732,7 +732,7 @@ fn status_of(s: StreamStatus) -> pb::StreamStatus {
 }
 
 /// A shard as the public API shows it.
-pub fn shard_pb(s: &ShardMeta) -> pb::Shard {
+fn shard_pb(s: &ShardMeta) -> pb::Shard {
     pb::Shard {
         shard_id: s.id().to_string(),
         parent_shard_id: s.parent.map(|p| ShardId(p).to_string()).unwrap_or_default(),

@@ -21,7 +21,7 @@ use runnel_proto::v1 as pb;
 use runnel_types::{parse_stream_arn, Error, PageToken, Result, ShardId, StreamName};
 use serde_json::{json, Map, Value};
 
-use crate::api::{shard_pb, Api, NewStream, ShardFilter};
+use crate::api::{Api, NewStream, ShardFilter};
 use crate::meta::{
     MetaCommand, StreamMeta, StreamMode, StreamStatus, MAX_TAGS, SHARD_LEVEL_METRICS,
 };
@@ -80,9 +80,10 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok()),
     );
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-    let op_label = runnel_kinesis::operation_from_target(target).unwrap_or("Unknown");
+    let operation = runnel_kinesis::operation_from_target(target);
+    let op_label = operation.clone().unwrap_or("Unknown");
     let result = match &body {
-        Ok(body) => serve(&ep, &method, &uri, &headers, body, format).await,
+        Ok(body) => serve(&ep, &method, &uri, &headers, body, format, operation).await,
         // Too large (over the HTTP body limit) or cut off: still an AWS envelope with a request id.
         Err(rejection) => Err(runnel_kinesis::Error::Serialization(format!(
             "The request body could not be read: {rejection}"
@@ -133,6 +134,7 @@ async fn serve(
     headers: &HeaderMap,
     body: &[u8],
     format: Format,
+    operation: std::result::Result<&'static str, runnel_kinesis::Error>,
 ) -> std::result::Result<(&'static str, Value), runnel_kinesis::Error> {
     let mut parts: Vec<(String, String)> = headers
         .iter()
@@ -155,8 +157,8 @@ async fn serve(
         },
         now,
     )?;
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-    let op = runnel_kinesis::operation_from_target(target)?;
+    // Authentication comes first: an unauthenticated caller learns nothing about operations.
+    let op = operation?;
     let input = runnel_kinesis::decode_input(format, op, body)?;
     let out = dispatch(&ep.api, op, In(&input)).await?;
     Ok((op, out))
@@ -264,12 +266,7 @@ fn shard_json(s: &pb::Shard) -> Value {
 }
 
 fn enhanced(s: &StreamMeta) -> Value {
-    let metrics: Vec<&str> = SHARD_LEVEL_METRICS
-        .iter()
-        .copied()
-        .filter(|m| s.enhanced_metrics.contains(*m))
-        .collect();
-    json!([{ "ShardLevelMetrics": metrics }])
+    json!([{ "ShardLevelMetrics": enhanced_list(&s.enhanced_metrics) }])
 }
 
 fn stream_id(s: &StreamMeta) -> String {
@@ -836,12 +833,7 @@ async fn list_shards(api: &Api, input: In<'_>) -> Result<Value> {
     let (shards, more) = Api::list_shards_page(s, &filter, after, limit);
     let mut out = json!({"Shards": shards.iter().map(shard_json).collect::<Vec<_>>()});
     if more {
-        if let Some(last) = s
-            .shards
-            .iter()
-            .map(shard_pb)
-            .find(|x| Some(&x.shard_id) == shards.last().map(|l| &l.shard_id))
-        {
+        if let Some(last) = shards.last() {
             let idx = ShardId::parse(&last.shard_id)?.0;
             out["NextToken"] = json!(PageToken {
                 kind: PAGE_LIST_SHARDS,
