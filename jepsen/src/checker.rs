@@ -49,6 +49,9 @@ pub struct Window {
     pub end: Option<u64>,
     /// Time from the fault's start to the next acknowledged send (ms), if any came.
     pub first_ok_after_ms: Option<u64>,
+    /// Longest time without any acknowledged send from the fault's start until the first
+    /// acknowledged send after its end (ms): the unavailability it caused.
+    pub longest_gap_ms: u64,
 }
 
 /// Counts of the run.
@@ -79,8 +82,11 @@ pub struct Stats {
 /// The verdict.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
-    /// True when no safety anomaly was found.
+    /// True when no safety anomaly was found and every acknowledged value could be checked
+    /// (a run whose final drain did not finish is not valid: its outcome is unknown).
     pub valid: bool,
+    /// True when every acknowledged value could be checked (no value is `unknown`).
+    pub complete: bool,
     /// Anomalies by name (at most [`MAX_EXAMPLES`] examples each) and their counts.
     pub anomalies: BTreeMap<&'static str, Vec<Anomaly>>,
     /// Number of instances per anomaly name.
@@ -142,6 +148,7 @@ pub fn check(history: &[Event]) -> Report {
                     start: e.t0,
                     end: None,
                     first_ok_after_ms: None,
+                    longest_gap_ms: 0,
                 });
             }
             (F::Fault, _) => {
@@ -310,6 +317,19 @@ pub fn check(history: &[Event]) -> Report {
             }
         }
     }
+    // Shards whose last drain attempt found no stream or shard: everything acknowledged on them
+    // is lost (the stream itself vanished), not unknown.
+    let mut gone: HashMap<String, bool> = HashMap::new();
+    for e in history
+        .iter()
+        .filter(|e| e.f == Some(F::Drain) && e.ty() != Type::Invoke)
+    {
+        let missing = e
+            .error
+            .as_deref()
+            .is_some_and(|m| m.contains("ResourceNotFound"));
+        gone.insert(e.shard.clone().unwrap_or_default(), missing);
+    }
     // lost-write.
     let mut unknown = 0usize;
     let mut must_exist: HashMap<u64, String> =
@@ -327,6 +347,13 @@ pub fn check(history: &[Event]) -> Report {
                 Some(shard),
                 Some(*v),
                 format!("value {v} was acknowledged or read but is not in the final drain"),
+            );
+        } else if gone.get(shard).copied().unwrap_or(false) {
+            st.add(
+                "lost-write",
+                Some(shard),
+                Some(*v),
+                format!("value {v} was acknowledged or read but its shard no longer exists"),
             );
         } else {
             unknown += 1;
@@ -455,6 +482,21 @@ pub fn check(history: &[Event]) -> Report {
             .iter()
             .find(|t| **t >= w.start)
             .map(|t| t - w.start);
+        let end = w.end.unwrap_or(u64::MAX);
+        let after = ok_times.iter().copied().find(|t| *t >= end);
+        let mut points = vec![w.start];
+        points.extend(
+            ok_times
+                .iter()
+                .copied()
+                .filter(|t| *t > w.start && *t < end),
+        );
+        points.extend(after.or(w.end));
+        w.longest_gap_ms = points
+            .windows(2)
+            .map(|p| p[1].saturating_sub(p[0]))
+            .max()
+            .unwrap_or(0);
     }
 
     let read = positions.len();
@@ -478,7 +520,8 @@ pub fn check(history: &[Event]) -> Report {
         longest_write_gap_ms: longest,
     };
     Report {
-        valid: st.counts.is_empty(),
+        valid: st.counts.is_empty() && unknown == 0,
+        complete: unknown == 0,
         anomalies: st.anomalies,
         anomaly_counts: st.counts,
         stats,
@@ -587,8 +630,27 @@ mod tests {
         let mut h = clean();
         h.retain(|e| !(e.f == Some(F::Drain) && e.shard.as_deref() == Some(S1)));
         let r = check(&h);
-        assert!(r.valid, "{:?}", r.anomalies);
+        assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
         assert_eq!(r.stats.unknown, 1);
+        // Not checked is not valid.
+        assert!(!r.valid && !r.complete);
+    }
+
+    #[test]
+    fn a_shard_that_vanished_lost_its_writes() {
+        let mut h = clean();
+        h.retain(|e| !(e.f == Some(F::Drain) && e.shard.as_deref() == Some(S1)));
+        let mut inv = ev(40, Type::Invoke, F::Drain, S1, 60);
+        inv.t1 = None;
+        h.push(inv);
+        let mut gone = ev(40, Type::Info, F::Drain, S1, 61);
+        gone.error = Some("ResourceNotFoundException: Stream jepsen not found".into());
+        h.push(gone);
+        let r = check(&h);
+        assert_eq!(names(&r), vec!["lost-write"]);
+        assert!(r.anomalies["lost-write"][0]
+            .detail
+            .contains("no longer exists"));
     }
 
     #[test]
@@ -830,6 +892,8 @@ mod tests {
         assert_eq!(r.windows[0].end, Some(7));
         // Acknowledged sends completed at 1, 2 and 6 ms: the first after the fault is 3 ms later.
         assert_eq!(r.windows[0].first_ok_after_ms, Some(3));
+        // From the start (3) to 6, then to the end (7; no acknowledged send after it).
+        assert_eq!(r.windows[0].longest_gap_ms, 3);
         assert_eq!(r.stats.longest_write_gap_ms, 4);
     }
 }

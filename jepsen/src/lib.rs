@@ -1,6 +1,10 @@
 //! Runnel's fault-injection harness.
 //!
-//! * [`cluster`]: node processes on loopback and the process faults (kill, pause);
+//! * [`cluster`]: node processes behind harness-owned TCP proxies ([`proxy`]) or in network
+//!   namespaces of their own ([`netns`]),
+//!   and the faults they allow (kill / power cut, pause, partitions, delay, clock offsets);
+//! * [`nemesis`]: scenarios and the fault schedule;
+//! * [`report`]: the picture of a run (throughput and latency over time, faults shaded);
 //! * [`run`]: a run: workload (producers, consumers, final drain, replica digests) under a
 //!   nemesis, then the check;
 //! * [`history`]: the JSON-lines history of client operations (invoke / ok / fail / info);
@@ -14,6 +18,10 @@
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod netns;
+pub mod proxy;
+pub mod report;
 pub mod run;
 
 /// Errors of the harness.

@@ -17,54 +17,55 @@ use runnel_proto::internal::v1::{internal_client::InternalClient, GroupDigestReq
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::checker::{check, Report};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterOptions, NetMode};
 use crate::history::{to_line, Event, Type, F, UNKNOWN_SEQ};
+pub use crate::nemesis::Scenario;
 
-/// Fault schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scenario {
-    /// No faults (a baseline).
-    None,
-    /// SIGKILL a random node, restart it a few seconds later.
-    Kill,
-    /// SIGKILL the leader of a random shard, restart it.
-    LeaderKill,
-    /// SIGSTOP the leader of a random shard for a few seconds.
-    Pause,
-}
-
-impl std::str::FromStr for Scenario {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Scenario, String> {
-        Ok(match s {
-            "none" => Scenario::None,
-            "kill" => Scenario::Kill,
-            "leader-kill" => Scenario::LeaderKill,
-            "pause" => Scenario::Pause,
-            other => {
-                return Err(format!(
-                    "unknown scenario {other:?}: none, kill, leader-kill or pause"
-                ))
-            }
-        })
-    }
-}
-
-/// A deliberate server bug the run switches on (the checker must then report an anomaly).
+/// A deliberate server bug the run switches on (the checker must then report
+/// [`Bug::expected`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
     /// The last node drops the first record of every 50th applied log entry
     /// (`[testing] bug_drop_applied_records`): expect `divergence` (and `lost-write` or
     /// `poll-skip` when that node serves reads).
     DropAppliedRecords,
+    /// Every node stores the records of every 50th log entry one position early, so two
+    /// acknowledgements name one sequence number (`[testing] bug_reuse_sequence_numbers`):
+    /// expect `inconsistent-offsets`.
+    ReuseSequenceNumbers,
+    /// Every node acknowledges log appends without fsync (`[testing] unsafe_skip_fsync`); the
+    /// nodes run in power-loss mode, so the final restart of every node is a coordinated power
+    /// cut: expect `lost-write`.
+    AckBeforeFsync,
 }
+
+/// Bug names as the command line spells them.
+pub const BUGS: &[(&str, Bug)] = &[
+    ("drop-applied-records", Bug::DropAppliedRecords),
+    ("reuse-sequence-numbers", Bug::ReuseSequenceNumbers),
+    ("ack-before-fsync", Bug::AckBeforeFsync),
+];
 
 impl std::str::FromStr for Bug {
     type Err = String;
     fn from_str(s: &str) -> Result<Bug, String> {
-        match s {
-            "drop-applied-records" => Ok(Bug::DropAppliedRecords),
-            other => Err(format!("unknown bug {other:?}: drop-applied-records")),
+        BUGS.iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = BUGS.iter().map(|(n, _)| *n).collect();
+                format!("unknown bug {s:?}: one of {}", names.join(", "))
+            })
+    }
+}
+
+impl Bug {
+    /// The anomaly the checker must report when this bug is on.
+    pub fn expected(self) -> &'static str {
+        match self {
+            Bug::DropAppliedRecords => "divergence",
+            Bug::ReuseSequenceNumbers => "inconsistent-offsets",
+            Bug::AckBeforeFsync => "lost-write",
         }
     }
 }
@@ -88,6 +89,8 @@ pub struct Options {
     pub dir: PathBuf,
     /// A deliberate server bug to switch on.
     pub bug: Option<Bug>,
+    /// Network mode.
+    pub net: NetMode,
 }
 
 struct Recorder {
@@ -113,6 +116,8 @@ impl Recorder {
 
 const STREAM: &str = "jepsen";
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Process id of the final restart in the history.
+const FINAL_PROCESS: u64 = 9001;
 
 /// The description of an `info` outcome: the error, or a timeout when there is none.
 fn unknown_outcome(error: Option<runnel_types::Error>) -> String {
@@ -138,11 +143,27 @@ fn definite(e: &runnel_types::Error) -> bool {
 /// Runs the whole test and returns the verdict (also written to `dir/verdict.json`).
 pub async fn run(opts: Options) -> Result<Report, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    let last_extra = match opts.bug {
-        Some(Bug::DropAppliedRecords) => "[testing]\nbug_drop_applied_records = true\n",
-        None => "",
+    let mut copts = ClusterOptions {
+        nodes: opts.nodes,
+        power_loss: opts.scenario.power_loss(),
+        net: opts.net,
+        ..Default::default()
     };
-    let cluster = Cluster::start(&opts.bin, &opts.dir, opts.nodes, "", last_extra)
+    match opts.bug {
+        Some(Bug::DropAppliedRecords) => {
+            copts.last_testing = "bug_drop_applied_records = true".into();
+        }
+        Some(Bug::ReuseSequenceNumbers) => {
+            copts.testing = "bug_reuse_sequence_numbers = true".into();
+        }
+        Some(Bug::AckBeforeFsync) => {
+            copts.testing = "unsafe_skip_fsync = true".into();
+            copts.power_loss = true;
+        }
+        None => {}
+    }
+    let cluster = Cluster::start(&opts.bin, &opts.dir, &copts)
+        .await
         .map_err(|e| format!("starting the cluster: {e}"))?;
     let cluster = Arc::new(AsyncMutex::new(cluster));
     {
@@ -168,9 +189,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             .await
             .map_err(|e| format!("stream not active: {e}"))?;
     }
-    let (endpoints, shards, groups) = {
+    let (endpoints, admin_endpoints, shards, groups) = {
         let c = cluster.lock().await;
         let endpoints: Vec<String> = (0..opts.nodes).map(|i| c.endpoint(i)).collect();
+        let admin_endpoints: Vec<String> = (0..opts.nodes).map(|i| c.admin_endpoint(i)).collect();
         let admin = c.client(0).ok_or("no client")?;
         let shards: Vec<String> = admin
             .list_shards(STREAM)
@@ -189,7 +211,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             .filter(|g| g.stream == STREAM)
             .map(|g| (g.shard_id.clone(), g.group_id))
             .collect();
-        (endpoints, shards, groups)
+        (endpoints, admin_endpoints, shards, groups)
     };
     let rec = Arc::new(Recorder {
         start: Instant::now(),
@@ -221,7 +243,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let nemesis = tokio::spawn(nemesis(
         opts.scenario,
         cluster.clone(),
-        groups.clone(),
+        groups.iter().map(|g| g.1).collect(),
         rec.clone(),
         deadline,
     ));
@@ -230,24 +252,48 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
     let _ = nemesis.await;
 
-    // Heal: every node running and resumed, then drain every shard and compare replicas.
+    // Heal everything, then restart every node (SIGKILL: in power-loss mode a coordinated
+    // power cut), wait for leaders, drain every shard and compare replicas.
     {
         let mut c = cluster.lock().await;
+        c.heal();
+        c.set_delay(Duration::ZERO, Duration::ZERO);
         for i in 0..opts.nodes {
-            c.resume(i);
-            let _ = c.start_node(i);
+            let _ = c.set_clock(i, 0).await;
+        }
+        rec.push(Event {
+            process: FINAL_PROCESS,
+            ty: Some(Type::Invoke),
+            f: Some(F::Fault),
+            error: Some("final restart of every node".into()),
+            ..Default::default()
+        });
+        for i in 0..opts.nodes {
+            c.kill(i);
+        }
+        for i in 0..opts.nodes {
+            if let Err(e) = c.start_node(i) {
+                eprintln!("warning: restarting node {}: {e}", i + 1);
+            }
         }
         if !c.wait_ready(Duration::from_secs(60)).await {
             eprintln!("warning: the cluster did not become ready after healing");
         }
+        rec.push(Event {
+            process: FINAL_PROCESS,
+            ty: Some(Type::Ok),
+            f: Some(F::Fault),
+            error: Some("final restart of every node".into()),
+            ..Default::default()
+        });
     }
-    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut drains = Vec::new();
     for (s, shard) in shards.iter().enumerate() {
         drains.push(tokio::spawn(consumer(
             2000 + s as u64,
             shard.clone(),
-            endpoints.clone(),
+            admin_endpoints.clone(),
             rec.clone(),
             drain_deadline,
             F::Drain,
@@ -256,7 +302,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     for d in drains {
         let _ = d.await;
     }
-    digests(&endpoints, &groups, &rec).await;
+    digests(&admin_endpoints, &groups, &rec).await;
 
     let events = rec.events.lock().map(|v| v.clone()).unwrap_or_default();
     let history: String = events.iter().map(to_line).collect();
@@ -266,6 +312,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let verdict = serde_json::to_string_pretty(&report).unwrap_or_default();
     std::fs::write(opts.dir.join("verdict.json"), verdict)
         .map_err(|e| format!("writing the verdict: {e}"))?;
+    std::fs::write(
+        opts.dir.join("report.svg"),
+        crate::report::svg(&events, &report.windows),
+    )
+    .map_err(|e| format!("writing the picture: {e}"))?;
     drop(cluster);
     Ok(report)
 }
@@ -280,6 +331,9 @@ async fn producer(
 ) {
     let mut process = first;
     let mut n = 0usize;
+    // Half the producers chain SequenceNumberForOrdering per key on their PutRecords.
+    let ordered = first.is_multiple_of(2);
+    let mut last_seq: std::collections::HashMap<String, String> = Default::default();
     while tokio::time::Instant::now() < deadline {
         // Every other operation is a PutRecords of 2-8 values (spanning shards).
         let batch = if n % 2 == 1 {
@@ -310,10 +364,18 @@ async fn producer(
         let outcome = tokio::time::timeout(OP_TIMEOUT, async {
             if entries.len() == 1 {
                 let (key, data) = entries[0].clone();
-                client
-                    .put_record(STREAM, &key, data)
-                    .await
-                    .map(|(shard, seq)| vec![(Some(shard), Some(seq))])
+                let snfo = if ordered {
+                    last_seq.get(&key).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let r = client.put_record_ordered(STREAM, &key, data, &snfo).await;
+                if let Ok((_, seq)) = &r {
+                    if ordered {
+                        last_seq.insert(key, seq.clone());
+                    }
+                }
+                r.map(|(shard, seq)| vec![(Some(shard), Some(seq))])
             } else {
                 client.put_records(STREAM, entries).await.map(|r| {
                     r.records
@@ -394,7 +456,24 @@ async fn consumer(
                 .await
                 {
                     Ok(Ok(it)) => it,
-                    _ => {
+                    other => {
+                        // Recorded: a drain that ends on "no such stream" means data is gone.
+                        let mut e = Event {
+                            process,
+                            ty: Some(Type::Invoke),
+                            f: Some(f),
+                            node: node as u64 + 1,
+                            shard: Some(shard.clone()),
+                            from: last.clone(),
+                            ..Default::default()
+                        };
+                        rec.push(e.clone());
+                        e.ty = Some(Type::Info);
+                        e.error = Some(format!(
+                            "GetShardIterator: {}",
+                            unknown_outcome(other.ok().and_then(Result::err))
+                        ));
+                        rec.push(e);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
@@ -462,7 +541,7 @@ async fn consumer(
 async fn nemesis(
     scenario: Scenario,
     cluster: Arc<AsyncMutex<Cluster>>,
-    groups: Vec<(String, u64)>,
+    groups: Vec<u64>,
     rec: Arc<Recorder>,
     deadline: tokio::time::Instant,
 ) {
@@ -470,58 +549,47 @@ async fn nemesis(
         return;
     }
     let process = 9000;
+    let everything = scenario == Scenario::Everything;
+    let mut k = 0usize;
     loop {
         let (wait, hold) = {
             let mut r = rand::rng();
-            (r.random_range(2_000..5_000), r.random_range(3_000..6_000))
+            if everything {
+                (r.random_range(2_000..8_000), r.random_range(3_000..12_000))
+            } else {
+                (r.random_range(2_000..5_000), r.random_range(3_000..6_000))
+            }
         };
         tokio::time::sleep(Duration::from_millis(wait)).await;
         if tokio::time::Instant::now() + Duration::from_millis(hold) > deadline {
             return;
         }
         let mut c = cluster.lock().await;
-        let n = c.nodes.len();
-        let target = match scenario {
-            Scenario::Kill => Some(rand::rng().random_range(0..n)),
-            Scenario::LeaderKill | Scenario::Pause => {
-                let g = groups[rand::rng().random_range(0..groups.len())].1;
-                c.leader_of(g).await
-            }
-            Scenario::None => None,
+        let Some(planned) = crate::nemesis::plan(scenario, k, &c, &groups).await else {
+            continue;
         };
-        let Some(i) = target else { continue };
-        let name = match scenario {
-            Scenario::Pause => format!("pause node {}", i + 1),
-            _ => format!("kill node {}", i + 1),
-        };
+        k += 1;
         rec.push(Event {
             process,
             ty: Some(Type::Invoke),
             f: Some(F::Fault),
-            node: i as u64 + 1,
-            error: Some(name.clone()),
+            node: planned.node as u64 + 1,
+            error: Some(planned.name.clone()),
             ..Default::default()
         });
-        if scenario == Scenario::Pause {
-            c.pause(i);
-        } else {
-            c.kill(i);
-        }
+        eprintln!("nemesis: {} for {} ms", planned.name, hold);
+        crate::nemesis::apply(&mut c, &planned.fault).await;
         drop(c);
         tokio::time::sleep(Duration::from_millis(hold)).await;
         let mut c = cluster.lock().await;
-        if scenario == Scenario::Pause {
-            c.resume(i);
-        } else {
-            let _ = c.start_node(i);
-        }
+        crate::nemesis::heal(&mut c, &planned.fault).await;
         drop(c);
         rec.push(Event {
             process,
             ty: Some(Type::Ok),
             f: Some(F::Fault),
-            node: i as u64 + 1,
-            error: Some(name),
+            node: planned.node as u64 + 1,
+            error: Some(planned.name),
             ..Default::default()
         });
     }

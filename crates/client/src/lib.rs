@@ -231,6 +231,18 @@ impl Client {
         partition_key: &str,
         data: Vec<u8>,
     ) -> Result<(String, String), Error> {
+        self.put_record_ordered(name, partition_key, data, "").await
+    }
+
+    /// Writes one record with `SequenceNumberForOrdering` (the sequence number of this
+    /// client's previous record with the key; empty for none): its number is greater.
+    pub async fn put_record_ordered(
+        &self,
+        name: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+        sequence_number_for_ordering: &str,
+    ) -> Result<(String, String), Error> {
         let r = self
             .raw()
             .put_record(pb::PutRecordRequest {
@@ -238,7 +250,7 @@ impl Client {
                 partition_key: partition_key.to_string(),
                 data: data.into(),
                 explicit_hash_key: String::new(),
-                sequence_number_for_ordering: String::new(),
+                sequence_number_for_ordering: sequence_number_for_ordering.to_string(),
             })
             .await
             .map_err(|s| from_status(&s))?

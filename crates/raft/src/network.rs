@@ -45,6 +45,7 @@ pub struct NetErr(pub String);
 pub struct PeerPool {
     channels: Mutex<HashMap<(u64, bool), (String, Channel)>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
+    overrides: HashMap<u64, String>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -59,11 +60,20 @@ impl PeerPool {
         PeerPool {
             channels: Mutex::new(HashMap::new()),
             tls,
+            overrides: HashMap::new(),
         }
+    }
+
+    /// Reaches the given nodes at these addresses instead of their membership addresses (the
+    /// fault-injection harness puts its proxies there).
+    pub fn with_overrides(mut self, overrides: HashMap<u64, String>) -> PeerPool {
+        self.overrides = overrides;
+        self
     }
 
     /// The shared channel to `node` at `addr` (`snapshot` selects the snapshot connection).
     pub fn channel(&self, node: u64, addr: &str, snapshot: bool) -> Result<Channel, NetErr> {
+        let addr = self.overrides.get(&node).map_or(addr, String::as_str);
         let mut map = self
             .channels
             .lock()

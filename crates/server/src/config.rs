@@ -20,13 +20,15 @@ pub struct PeerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Metadata group heartbeat (ms).
+    /// Metadata group heartbeat (ms). openraft also uses it as the timeout of every
+    /// AppendEntries RPC, so it must exceed the worst node-to-node round trip plus the time
+    /// to send a batch; below that, replication stalls (found by the harness's delay fault).
     pub meta_heartbeat_ms: u64,
     /// Metadata group election timeout, lower bound (ms).
     pub meta_election_min_ms: u64,
     /// Metadata group election timeout, upper bound (ms).
     pub meta_election_max_ms: u64,
-    /// Shard group heartbeat (ms).
+    /// Shard group heartbeat (ms); also the AppendEntries timeout (see `meta_heartbeat_ms`).
     pub shard_heartbeat_ms: u64,
     /// Shard group election timeout, lower bound (ms).
     pub shard_election_min_ms: u64,
@@ -41,12 +43,12 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            meta_heartbeat_ms: 100,
-            meta_election_min_ms: 500,
-            meta_election_max_ms: 1000,
-            shard_heartbeat_ms: 200,
-            shard_election_min_ms: 1000,
-            shard_election_max_ms: 2000,
+            meta_heartbeat_ms: 500,
+            meta_election_min_ms: 1500,
+            meta_election_max_ms: 3000,
+            shard_heartbeat_ms: 500,
+            shard_election_min_ms: 1500,
+            shard_election_max_ms: 3000,
             shard_snapshot_logs: 20_000,
             logs_to_keep: 5_000,
         }
@@ -115,6 +117,16 @@ pub struct TestingConfig {
     /// This replica silently drops one record every 50 log entries (a deliberate divergence bug
     /// the fault-injection harness must catch).
     pub bug_drop_applied_records: bool,
+    /// Every 50th log entry's records are stored one position early, so two records share a
+    /// sequence number (a deliberate ordering bug the harness must catch).
+    pub bug_reuse_sequence_numbers: bool,
+    /// Keep unsynced write-ahead-log bytes inside the process (RocksDB `manual_wal_flush`), so a
+    /// SIGKILL discards every write that was not fsynced, as a power cut discards the page
+    /// cache. Durability is unchanged for synced writes.
+    pub simulate_power_loss: bool,
+    /// Reach these peers at these addresses instead of the ones in the cluster membership (the
+    /// harness routes node-to-node traffic through its own TCP proxies).
+    pub peer_overrides: Vec<PeerConfig>,
 }
 
 /// Configuration of one node.

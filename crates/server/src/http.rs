@@ -1,5 +1,7 @@
 //! The node's HTTP port: the Kinesis-compatible endpoint (`POST /`), `/healthz` and `/metrics`
 //! (Prometheus text), over plain HTTP (HTTP/1.1 and h2c) or TLS (ALPN h2 and http/1.1).
+//! With `[testing] enable_clock_hook` (fault injection only) also `POST /testing/clock`, whose
+//! body is the node clock's offset from the system clock in milliseconds.
 
 use std::sync::Arc;
 
@@ -20,9 +22,13 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
     let kinesis = Router::new()
         .route("/", post(crate::kinesis::handle))
         .with_state(endpoint);
-    Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    if node.config.testing.enable_clock_hook {
+        routes = routes.route("/testing/clock", post(set_clock));
+    }
+    routes
         .with_state(node)
         .merge(kinesis)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -104,4 +110,24 @@ async fn metrics() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
     )
+}
+
+/// `POST /testing/clock` (only with `[testing] enable_clock_hook`): the body is the new offset
+/// of the node's clock in milliseconds (a signed integer); the reply is the node's time after it.
+async fn set_clock(State(node): State<Arc<Node>>, body: String) -> impl IntoResponse {
+    match body.trim().parse::<i64>() {
+        Ok(offset) => {
+            node.clock.set_offset_ms(offset);
+            tracing::warn!(
+                node = node.config.node_id,
+                offset_ms = offset,
+                "clock offset set by the test hook"
+            );
+            (StatusCode::OK, node.now_ms().to_string())
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("the body must be an offset in milliseconds: {e}"),
+        ),
+    }
 }

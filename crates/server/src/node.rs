@@ -145,11 +145,22 @@ impl Node {
             StoreOptions {
                 unsafe_skip_fsync: config.testing.unsafe_skip_fsync,
                 unsafe_drop_applied_records: config.testing.bug_drop_applied_records,
+                unsafe_reuse_sequence_numbers: config.testing.bug_reuse_sequence_numbers,
+                simulate_power_loss: config.testing.simulate_power_loss,
                 ..Default::default()
             },
         )
         .map_err(|e| crate::StartError::Storage(e.to_string()))?;
-        let pool = Arc::new(PeerPool::new(None));
+        let pool = Arc::new(
+            PeerPool::new(None).with_overrides(
+                config
+                    .testing
+                    .peer_overrides
+                    .iter()
+                    .map(|p| (p.id, p.addr.clone()))
+                    .collect(),
+            ),
+        );
         let r = &config.raft;
         let registry = Registry::new(
             config.node_id,

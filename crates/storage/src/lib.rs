@@ -80,6 +80,15 @@ pub struct StoreOptions {
     /// is silently not stored on this replica (a deliberate divergence bug for the harness);
     /// never set it in production.
     pub unsafe_drop_applied_records: bool,
+    /// When true, the records of every applied entry whose log index is a multiple of 50 are
+    /// stored one position early, so the second record overwrites the first and two
+    /// acknowledgements name one sequence number (a deliberate bug for the harness); never set
+    /// it in production.
+    pub unsafe_reuse_sequence_numbers: bool,
+    /// When true, RocksDB keeps write-ahead-log bytes in the process until a sync
+    /// (`manual_wal_flush`): a SIGKILL then loses every unsynced write, as a power cut loses
+    /// the page cache. For fault-injection tests; synced writes stay durable either way.
+    pub simulate_power_loss: bool,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +97,8 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 << 20,
             unsafe_skip_fsync: false,
             unsafe_drop_applied_records: false,
+            unsafe_reuse_sequence_numbers: false,
+            simulate_power_loss: false,
         }
     }
 }
@@ -105,6 +116,7 @@ struct Inner {
     db: Arc<DB>,
     writer: LogWriter,
     drop_applied_records: bool,
+    reuse_sequence_numbers: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,6 +134,9 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
+        if options.simulate_power_loss {
+            db_opts.set_manual_wal_flush(true);
+        }
         let mut block = rocksdb::BlockBasedOptions::default();
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
         block.set_block_cache(&cache);
@@ -141,6 +156,7 @@ impl Store {
                 db,
                 writer,
                 drop_applied_records: options.unsafe_drop_applied_records,
+                reuse_sequence_numbers: options.unsafe_reuse_sequence_numbers,
             }),
         })
     }
@@ -323,6 +339,13 @@ impl Store {
                 // The deliberate bug: this replica loses the entry's first record.
                 continue;
             }
+            let sub =
+                if self.inner.reuse_sequence_numbers && log_index.is_multiple_of(BUG_DROP_EVERY) {
+                    // The deliberate bug: record k lands at k - 1 (two records, one number).
+                    sub.saturating_sub(1)
+                } else {
+                    sub
+                };
             batch.put_cf(
                 rec_cf,
                 record_key(group, Position { log_index, sub }),
@@ -545,6 +568,53 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1.partition_key, "a");
+    }
+
+    #[test]
+    fn the_reuse_bug_flag_stores_two_records_at_one_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            unsafe_reuse_sequence_numbers: true,
+            ..Default::default()
+        };
+        let s = Store::open(dir.path(), options).unwrap();
+        let pair = [rec("a", "1"), rec("b", "2")];
+        s.apply_records(1, BUG_DROP_EVERY - 1, 1, &pair, b"x")
+            .unwrap();
+        s.apply_records(1, BUG_DROP_EVERY, 2, &pair, b"y").unwrap();
+        let end = Position {
+            log_index: BUG_DROP_EVERY + 1,
+            sub: 0,
+        };
+        let got: Vec<(u64, u32, String)> = s
+            .read_records(1, Position::START, end, 10, u64::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(p, r)| (p.log_index, p.sub, r.partition_key))
+            .collect();
+        let e = BUG_DROP_EVERY;
+        assert_eq!(
+            got,
+            vec![
+                (e - 1, 0, "a".to_string()),
+                (e - 1, 1, "b".to_string()),
+                (e, 0, "b".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn power_loss_mode_still_reads_and_reopens_synced_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            simulate_power_loss: true,
+            ..Default::default()
+        };
+        let s = Store::open(dir.path(), options.clone()).unwrap();
+        s.put_state(3, StateKey::Vote, b"v", true).unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), options).unwrap();
+        assert_eq!(s.get_state(3, StateKey::Vote).unwrap().unwrap(), b"v");
     }
 
     #[test]

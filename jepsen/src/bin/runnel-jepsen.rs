@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use runnel_jepsen::checker::{check, Report};
+use runnel_jepsen::cluster::NetMode;
 use runnel_jepsen::run::{run, Bug, Options, Scenario};
 
 #[derive(Parser)]
@@ -24,7 +25,9 @@ struct Cli {
 enum Cmd {
     /// Run a scenario against a fresh cluster of the given binary.
     Run {
-        /// none | kill | leader-kill | pause
+        /// none, kill, leader-kill, kill-majority, kill-all, pause, partition,
+        /// partition-one, partition-majority, partition-bridge, partition-one-way,
+        /// partition-client-leader, delay, clock, power-loss or everything
         scenario: Scenario,
         /// Cluster size.
         #[arg(long, default_value_t = 3)]
@@ -44,9 +47,14 @@ enum Cmd {
         /// Run directory (history.jsonl, verdict.json, node logs and data).
         #[arg(long)]
         dir: PathBuf,
-        /// Switch on a deliberate server bug: drop-applied-records.
+        /// Switch on a deliberate server bug: drop-applied-records (expect divergence),
+        /// reuse-sequence-numbers (inconsistent-offsets), ack-before-fsync (lost-write).
         #[arg(long)]
         bug: Option<Bug>,
+        /// Network mode: proxy (127.0.0.1 and TCP proxies; no root; has delays) or netns (a
+        /// network namespace per node and nftables rules; root, iproute2 and nftables).
+        #[arg(long, default_value = "proxy")]
+        net: NetMode,
     },
     /// Check a JSON-lines history.
     Check {
@@ -60,9 +68,10 @@ fn summary(r: &Report) {
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "valid": r.valid,
+            "complete": r.complete,
             "anomalies": r.anomaly_counts,
             "stats": r.stats,
-            "longest_unavailability_ms": r.windows.iter().filter_map(|w| w.first_ok_after_ms).max(),
+            "longest_unavailability_ms": r.windows.iter().map(|w| w.longest_gap_ms).max(),
             "faults": r.windows.len(),
         }))
         .unwrap_or_default()
@@ -97,6 +106,7 @@ fn main() -> ExitCode {
             bin,
             dir,
             bug,
+            net,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -117,8 +127,22 @@ fn main() -> ExitCode {
                 bin,
                 dir,
                 bug,
+                net,
             };
-            match runtime.block_on(run(opts)) {
+            // Ctrl-C or SIGTERM abandons the run; dropping the runtime drops every task and so
+            // the cluster, which stops every node and proxy.
+            let outcome = runtime.block_on(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .map_err(|e| e.to_string())?;
+                tokio::select! {
+                    r = run(opts) => r,
+                    _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+                    _ = term.recv() => Err("terminated".to_string()),
+                }
+            });
+            drop(runtime);
+            match outcome {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {e}");
