@@ -58,13 +58,13 @@ if [ "$scenario" = ci ]; then
     command -v nft >/dev/null || apt-get install -y -qq nftables >/dev/null 2>&1 || true
     command -v nft >/dev/null && command -v ip >/dev/null && pnet=netns
   fi
-  for s in leader-kill pause partition power-loss; do
-    net=proxy; [ "$s" = partition ] && net=$pnet
+  for s in leader-kill pause partition-majority power-loss; do
+    net=proxy; [ "$s" = partition-majority ] && net=$pnet
     if one "$s" --time-limit 30 --net "$net" "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
   done
   for spec in "leader-kill drop-applied-records divergence" \
               "pause reuse-sequence-numbers inconsistent-offsets" \
-              "partition drop-applied-records divergence" \
+              "partition-majority drop-applied-records divergence" \
               "power-loss ack-before-fsync lost-write"; do
     # shellcheck disable=SC2086
     if must_fail $spec "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi

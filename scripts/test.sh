@@ -21,6 +21,13 @@ if ! python3 -c "import boto3, cbor2, pytest" >/dev/null 2>&1; then
   python3 -m pip install -q -r tests/kinesis/requirements.txt 2>/dev/null \
     || python3 -m pip install -q --break-system-packages -r tests/kinesis/requirements.txt
 fi
+# Prometheus (and promtool) for the monitoring tests: Debian's package, installed if missing.
+if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "==> installing prometheus (Debian package) for the monitoring tests" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } \
+    || echo "warning: could not install prometheus; its tests will be skipped" >&2
+fi
 RUNNEL_BIN="$CARGO_TARGET_DIR/debug/runnel" python3 -m pytest -q -p no:cacheprovider tests/kinesis 2>&1 | tee -a "$log" || status=$?
 
 # The fault-injection matrix (jepsen/run.sh ci: leader-kill, pause, partition and power-loss

@@ -37,6 +37,10 @@ pub enum Bug {
     /// nodes run in power-loss mode, so the final restart of every node is a coordinated power
     /// cut: expect `lost-write`.
     AckBeforeFsync,
+    /// Every node skips the read floor of leaders restored at startup
+    /// (`[testing] bug_skip_read_floor`), in power-loss mode: a leader that kept its leadership
+    /// through a power cut serves reads from its rolled-back state machine: expect `stale-read`.
+    SkipReadFloor,
 }
 
 /// Bug names as the command line spells them.
@@ -44,6 +48,7 @@ pub const BUGS: &[(&str, Bug)] = &[
     ("drop-applied-records", Bug::DropAppliedRecords),
     ("reuse-sequence-numbers", Bug::ReuseSequenceNumbers),
     ("ack-before-fsync", Bug::AckBeforeFsync),
+    ("skip-read-floor", Bug::SkipReadFloor),
 ];
 
 impl std::str::FromStr for Bug {
@@ -66,6 +71,7 @@ impl Bug {
             Bug::DropAppliedRecords => "divergence",
             Bug::ReuseSequenceNumbers => "inconsistent-offsets",
             Bug::AckBeforeFsync => "lost-write",
+            Bug::SkipReadFloor => "stale-read",
         }
     }
 }
@@ -158,6 +164,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         }
         Some(Bug::AckBeforeFsync) => {
             copts.testing = "unsafe_skip_fsync = true".into();
+            copts.power_loss = true;
+        }
+        Some(Bug::SkipReadFloor) => {
+            copts.testing = "bug_skip_read_floor = true".into();
             copts.power_loss = true;
         }
         None => {}
@@ -525,7 +535,7 @@ async fn consumer(
                     if f == F::Drain {
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
             other => {

@@ -314,20 +314,35 @@ impl Client {
     }
 
     /// Reads records with an iterator.
+    ///
+    /// A call refused by the shard's read limit (5 calls/s, 2 MiB/s by default;
+    /// `ProvisionedThroughputExceeded`) is retried after 100, 200, 400 and 800 ms, as the AWS
+    /// SDKs retry throttling errors; the error is returned when the last retry is refused too.
     pub async fn get_records(
         &self,
         iterator: &str,
         limit: u32,
     ) -> Result<pb::GetRecordsResponse, Error> {
-        Ok(self
-            .raw()
-            .get_records(pb::GetRecordsRequest {
-                shard_iterator: iterator.to_string(),
-                limit,
-            })
-            .await
-            .map_err(|s| from_status(&s))?
-            .into_inner())
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let r = self
+                .raw()
+                .get_records(pb::GetRecordsRequest {
+                    shard_iterator: iterator.to_string(),
+                    limit,
+                })
+                .await
+                .map_err(|s| from_status(&s));
+            match r {
+                Err(Error::ProvisionedThroughputExceeded(_))
+                    if backoff <= Duration::from_millis(800) =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                other => return Ok(other?.into_inner()),
+            }
+        }
     }
 
     /// Cluster status as seen by the node answering.

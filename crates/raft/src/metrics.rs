@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::IntCounter;
+use prometheus::{Histogram, HistogramOpts, IntCounter};
 
 fn counter(name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static counter options are valid");
@@ -26,3 +26,24 @@ pub static SNAPSHOTS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
         "Snapshots sent to lagging replicas",
     )
 });
+
+/// Time to apply one batch of committed entries to a state machine.
+pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(
+            "runnel_raft_apply_seconds",
+            "Time to apply one batch of committed entries to a state machine",
+        )
+        .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).unwrap_or_default()),
+    )
+    .expect("static histogram options are valid");
+    let _ = prometheus::register(Box::new(h.clone()));
+    h
+});
+
+/// Registers every Raft-layer metric (so each is exported from the start, at zero).
+pub fn init() {
+    LazyLock::force(&SNAPSHOTS_INSTALLED);
+    LazyLock::force(&SNAPSHOTS_SENT);
+    LazyLock::force(&APPLY_SECONDS);
+}

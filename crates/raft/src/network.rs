@@ -46,6 +46,8 @@ pub struct PeerPool {
     channels: Mutex<HashMap<(u64, bool), (String, Channel)>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     overrides: HashMap<u64, String>,
+    /// When each peer node last answered a Raft RPC (any group).
+    last_ok: Mutex<HashMap<u64, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -61,7 +63,25 @@ impl PeerPool {
             channels: Mutex::new(HashMap::new()),
             tls,
             overrides: HashMap::new(),
+            last_ok: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes that `node` answered a Raft RPC now.
+    pub fn mark_ok(&self, node: u64) {
+        if let Ok(mut m) = self.last_ok.lock() {
+            m.insert(node, std::time::Instant::now());
+        }
+    }
+
+    /// Whether `node` answered a Raft RPC within `window` (heartbeats reach every follower of
+    /// every led group each heartbeat interval, so a live follower node always has).
+    pub fn answered_within(&self, node: u64, window: Duration) -> bool {
+        self.last_ok
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&node).map(|t| t.elapsed() <= window))
+            .unwrap_or(false)
     }
 
     /// Reaches the given nodes at these addresses instead of their membership addresses (the
@@ -183,6 +203,7 @@ impl GroupConn {
                 reply.unavailable,
             ))));
         }
+        self.pool.mark_ok(self.node.node);
         let result: Result<Resp, RaftError<ReplicaId>> = decode(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
         result.map_err(|e| {

@@ -70,6 +70,13 @@ pub struct GroupInfo {
     pub shard: u64,
 }
 
+/// A follower node silent for this long counts as not replicating (heartbeats go out every
+/// heartbeat interval, 500 ms by default).
+pub const FOLLOWER_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A voter this many entries behind its leader counts as not replicating.
+pub const LAG_UNDER_REPLICATED: u64 = 10_000;
+
 /// Status of a hosted group, from its Raft metrics.
 #[derive(Clone, Debug)]
 pub struct GroupStatus {
@@ -93,6 +100,12 @@ pub struct GroupStatus {
     pub voter_nodes: Vec<u64>,
     /// True if this replica leads.
     pub is_leader: bool,
+    /// Leader only: the largest number of log entries a voter is behind the leader's last
+    /// entry (0 on followers).
+    pub replication_lag: u64,
+    /// Leader only: voters (other than the leader) whose node answered no Raft RPC in the
+    /// last [`FOLLOWER_SILENCE`] or that are more than [`LAG_UNDER_REPLICATED`] entries behind.
+    pub lagging_voters: usize,
 }
 
 #[derive(Clone)]
@@ -102,6 +115,25 @@ struct Hosted {
     kind: GroupKind,
     info: GroupInfo,
     frontier: watch::Receiver<Frontier>,
+    read_floor: ReadFloor,
+}
+
+/// What a linearizable read on a leader that kept its leadership across a restart must wait for.
+///
+/// openraft restores a restarted leader as leader of the same term without an election, and its
+/// read index is then `max(first entry of its term, committed)`, where `committed` is what the
+/// log store persisted. State machines here do not sync on apply (they are rebuilt from the log),
+/// so after a power loss a restored leader's state machine can be behind entries it had
+/// committed and acknowledged before the crash; openraft's read index does not cover them (see
+/// its `save_committed` documentation). The floor: while the term is still the one stored at
+/// startup, a read waits until the state machine has applied the log as it was at startup.
+/// (Found by the fault-injection harness: stale reads after power cuts.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadFloor {
+    /// Term of the vote stored when the group started on this node.
+    pub term: u64,
+    /// Last log index when the group started on this node.
+    pub log_index: u64,
 }
 
 /// The groups of one node.
@@ -199,7 +231,22 @@ impl Registry {
         };
         let config = self.config(group, gkind)?;
         let (sm, frontier) = StateMachine::open(group, kind, self.store.clone())?;
-        let log = LogStore::new(group, self.store.clone());
+        let mut log = LogStore::new(group, self.store.clone());
+        let read_floor = {
+            use openraft::storage::RaftLogStorage;
+            let vote = log
+                .read_vote()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            let state = log
+                .get_log_state()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            ReadFloor {
+                term: vote.map_or(0, |v| v.leader_id().term),
+                log_index: state.last_log_id.map_or(0, |l| l.index),
+            }
+        };
         let net = NetworkFactory::new(group, self.pool.clone());
         let raft = Raft::new(replica, config, net, log, sm)
             .await
@@ -210,6 +257,7 @@ impl Registry {
             kind: gkind,
             info,
             frontier,
+            read_floor,
         };
         let raced = {
             let mut groups = self
@@ -265,6 +313,11 @@ impl Registry {
         self.hosted(group).map(|h| h.raft)
     }
 
+    /// The read floor of a hosted group (see [`ReadFloor`]).
+    pub fn read_floor(&self, group: u64) -> Option<ReadFloor> {
+        self.hosted(group).map(|h| h.read_floor)
+    }
+
     /// The applied frontier of a hosted group.
     pub fn frontier(&self, group: u64) -> Option<watch::Receiver<Frontier>> {
         self.hosted(group).map(|h| h.frontier)
@@ -295,6 +348,25 @@ impl Registry {
                     .voter_ids()
                     .filter_map(|id| node_of(&id))
                     .collect();
+                let is_leader = m.current_leader == Some(h.replica);
+                let last = m.last_log_index.unwrap_or(0);
+                let mut replication_lag = 0;
+                let mut lagging_voters = 0;
+                if let (true, Some(repl)) = (is_leader, m.replication.as_ref()) {
+                    for id in membership.voter_ids().filter(|id| *id != h.replica) {
+                        let matched = repl
+                            .get(&id)
+                            .and_then(|l| l.as_ref())
+                            .map_or(0, |l| l.index);
+                        let lag = last.saturating_sub(matched);
+                        replication_lag = replication_lag.max(lag);
+                        let silent = node_of(&id)
+                            .is_none_or(|n| !self.pool.answered_within(n, FOLLOWER_SILENCE));
+                        if silent || lag > LAG_UNDER_REPLICATED {
+                            lagging_voters += 1;
+                        }
+                    }
+                }
                 GroupStatus {
                     group,
                     info: h.info.clone(),
@@ -305,7 +377,9 @@ impl Registry {
                     applied_index: m.last_applied.map_or(0, |l| l.index),
                     last_log_index: m.last_log_index.unwrap_or(0),
                     voter_nodes,
-                    is_leader: m.current_leader == Some(h.replica),
+                    is_leader,
+                    replication_lag,
+                    lagging_voters,
                 }
             })
             .collect();

@@ -215,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let _timer = crate::metrics::APPLY_SECONDS.start_timer();
         let mut replies = Vec::new();
         let mut batch = WriteBatch::default();
         for entry in entries {

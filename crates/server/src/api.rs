@@ -299,14 +299,31 @@ impl Api {
                 limits.max_put_records_bytes
             )));
         }
+        let started = Instant::now();
         let (_, stream) = self.data_view(&name).await?;
+        let result = self.put_records_to(&stream, entries).await;
+        metrics::put_call(
+            stream.name.as_str(),
+            "PutRecords",
+            result.is_ok(),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn put_records_to(
+        &self,
+        stream: &StreamMeta,
+        entries: Vec<pb::PutRecordsEntry>,
+    ) -> Result<pb::PutRecordsResponse> {
+        let enhanced = metrics::Enhanced(&stream.enhanced_metrics);
         // Validate everything first: a bad entry rejects the whole request, nothing is written.
         let mut by_shard: BTreeMap<u64, (ShardMeta, Vec<usize>)> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             let key = self
-                .check_record(&stream, &e.partition_key, &e.data, &e.explicit_hash_key)
+                .check_record(stream, &e.partition_key, &e.data, &e.explicit_hash_key)
                 .map_err(|err| indexed(err, i))?;
-            let shard = Self::route(&stream, key)?;
+            let shard = Self::route(stream, key)?;
             by_shard
                 .entry(shard.group)
                 .or_insert_with(|| (shard, Vec::new()))
@@ -335,11 +352,18 @@ impl Api {
             calls.push(async move { (shard, idxs, bytes, node.append(group, records).await) });
         }
         let mut failed = 0u32;
+        let mut throttled = 0u64;
         let mut accepted_records = 0u64;
-        let mut accepted_bytes = 0u64;
         for (shard, idxs, bytes, outcome) in futures::future::join_all(calls).await {
             match outcome {
                 Ok(a) => {
+                    metrics::incoming(
+                        enhanced,
+                        stream.name.as_str(),
+                        &shard.id().to_string(),
+                        idxs.len() as u64,
+                        bytes,
+                    );
                     for (k, i) in idxs.iter().enumerate() {
                         let seq = SequenceNumber::new(
                             shard.id(),
@@ -355,9 +379,11 @@ impl Api {
                         };
                         accepted_records += 1;
                     }
-                    accepted_bytes += bytes;
                 }
                 Err(e) => {
+                    if matches!(e, Error::ProvisionedThroughputExceeded(_)) {
+                        throttled += idxs.len() as u64;
+                    }
                     for i in &idxs {
                         failed += 1;
                         results[*i] = pb::PutRecordsResult {
@@ -369,12 +395,12 @@ impl Api {
                 }
             }
         }
-        metrics::INCOMING_RECORDS
-            .with_label_values(&[name.as_str()])
-            .inc_by(accepted_records);
-        metrics::INCOMING_BYTES
-            .with_label_values(&[name.as_str()])
-            .inc_by(accepted_bytes);
+        metrics::put_records_entries(
+            stream.name.as_str(),
+            accepted_records,
+            u64::from(failed).saturating_sub(throttled),
+            throttled,
+        );
         Ok(pb::PutRecordsResponse {
             failed_record_count: failed,
             records: results,
@@ -496,6 +522,32 @@ impl Api {
                 token.shard, token.stream
             ))
         })?;
+        let started = Instant::now();
+        let enhanced = metrics::Enhanced(&stream.enhanced_metrics);
+        let shard_name = token.shard.to_string();
+        let result = self.get_records_from(&state, &token, &shard, limit).await;
+        metrics::get_records(
+            enhanced,
+            stream.name.as_str(),
+            &shard_name,
+            started.elapsed(),
+            result
+                .as_ref()
+                .ok()
+                .map(|(r, bytes, age)| (r.records.len() as u64, *bytes, *age)),
+        );
+        result.map(|(r, _, _)| r)
+    }
+
+    /// One GetRecords read; also returns the bytes delivered and the iterator age (ms).
+    async fn get_records_from(
+        &self,
+        state: &MetaState,
+        token: &IteratorToken,
+        shard: &ShardMeta,
+        limit: u32,
+    ) -> Result<(pb::GetRecordsResponse, u64, u64)> {
+        let limits = &self.node.config.limits;
         let read = self
             .node
             .read(
@@ -537,23 +589,27 @@ impl Api {
             read.last_arrival_ms
                 .saturating_sub(last_arrival.unwrap_or(read.last_arrival_ms))
         };
-        metrics::OUTGOING_RECORDS
-            .with_label_values(&[token.stream.as_str()])
-            .inc_by(records.len() as u64);
-        metrics::OUTGOING_BYTES
-            .with_label_values(&[token.stream.as_str()])
-            .inc_by(bytes);
+        // IteratorAgeMilliseconds: how old the last record returned is (0 when caught up).
+        let now = self.node.now_ms();
+        let age = match last_arrival {
+            Some(t) => now.saturating_sub(t),
+            None => millis_behind,
+        };
         let next_token = IteratorToken {
             pos: next,
-            issued_ms: self.node.now_ms(),
-            ..token
+            issued_ms: now,
+            ..token.clone()
         };
-        Ok(pb::GetRecordsResponse {
-            records,
-            next_shard_iterator: next_token.seal(&Self::key(&state)?),
-            millis_behind_latest: millis_behind,
-            child_shards: Vec::new(),
-        })
+        Ok((
+            pb::GetRecordsResponse {
+                records,
+                next_shard_iterator: next_token.seal(&Self::key(state)?),
+                millis_behind_latest: millis_behind,
+                child_shards: Vec::new(),
+            },
+            bytes,
+            age,
+        ))
     }
 
     /// Increases or decreases the retention period.
@@ -588,9 +644,29 @@ impl Api {
                 ))
             })?;
         }
+        let started = Instant::now();
         let (_, stream) = self.data_view(&name).await?;
-        let key = self.check_record(&stream, &partition_key, &data, explicit_hash_key)?;
-        let shard = Self::route(&stream, key)?;
+        let result = self
+            .put_record_to(&stream, partition_key, data, explicit_hash_key)
+            .await;
+        metrics::put_call(
+            stream.name.as_str(),
+            "PutRecord",
+            result.is_ok(),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn put_record_to(
+        &self,
+        stream: &StreamMeta,
+        partition_key: String,
+        data: Vec<u8>,
+        explicit_hash_key: &str,
+    ) -> Result<(ShardId, SequenceNumber)> {
+        let key = self.check_record(stream, &partition_key, &data, explicit_hash_key)?;
+        let shard = Self::route(stream, key)?;
         let bytes = (data.len() + partition_key.len()) as u64;
         let a = self
             .node
@@ -610,12 +686,13 @@ impl Api {
                 sub: a.first_sub,
             },
         )?;
-        metrics::INCOMING_RECORDS
-            .with_label_values(&[name.as_str()])
-            .inc();
-        metrics::INCOMING_BYTES
-            .with_label_values(&[name.as_str()])
-            .inc_by(bytes);
+        metrics::incoming(
+            metrics::Enhanced(&stream.enhanced_metrics),
+            stream.name.as_str(),
+            &shard.id().to_string(),
+            1,
+            bytes,
+        );
         Ok((shard.id(), seq))
     }
 

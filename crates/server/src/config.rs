@@ -120,6 +120,9 @@ pub struct TestingConfig {
     /// Every 50th log entry's records are stored one position early, so two records share a
     /// sequence number (a deliberate ordering bug the harness must catch).
     pub bug_reuse_sequence_numbers: bool,
+    /// Skip the read floor of leaders restored at startup (`runnel_raft::ReadFloor`), bringing
+    /// back the stale-read bug the harness found (a deliberate bug for its regression run).
+    pub bug_skip_read_floor: bool,
     /// Keep unsynced write-ahead-log bytes inside the process (RocksDB `manual_wal_flush`), so a
     /// SIGKILL discards every write that was not fsynced, as a power cut discards the page
     /// cache. Durability is unchanged for synced writes.
@@ -127,6 +130,23 @@ pub struct TestingConfig {
     /// Reach these peers at these addresses instead of the ones in the cluster membership (the
     /// harness routes node-to-node traffic through its own TCP proxies).
     pub peer_overrides: Vec<PeerConfig>,
+}
+
+/// Metrics (`[metrics]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most (stream, shard) pairs with shard-level series (enhanced monitoring); more are
+    /// dropped and counted in `runnel_metrics_shard_series_dropped_total`.
+    pub max_shard_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_shard_series: 1000,
+        }
+    }
 }
 
 /// Configuration of one node.
@@ -160,6 +180,8 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     /// Test-only switches.
     pub testing: TestingConfig,
+    /// Metrics.
+    pub metrics: MetricsConfig,
     /// Kinesis endpoint authentication.
     pub auth: AuthConfig,
     /// HTTPS for the HTTP port.
@@ -182,6 +204,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             raft: RaftConfig::default(),
             testing: TestingConfig::default(),
+            metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
         }

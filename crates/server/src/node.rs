@@ -119,6 +119,7 @@ pub struct Node {
     pool: Arc<PeerPool>,
     batchers: Mutex<HashMap<u64, mpsc::Sender<Pending>>>,
     throttle: crate::throttle::WriteThrottle,
+    read_throttle: crate::throttle::ReadThrottle,
     hints: Mutex<HashMap<u64, u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -140,6 +141,12 @@ impl Node {
             config.limits.shard_write_bytes_per_sec,
             config.limits.shard_write_records_per_sec,
         );
+        let read_throttle = crate::throttle::ReadThrottle::new(
+            config.limits.shard_read_bytes_per_sec,
+            u64::from(config.limits.shard_reads_per_sec),
+        );
+        metrics::set_max_shard_series(config.metrics.max_shard_series);
+        metrics::init();
         let store = Store::open(
             &config.data_dir,
             StoreOptions {
@@ -185,6 +192,7 @@ impl Node {
             pool,
             batchers: Mutex::new(HashMap::new()),
             throttle,
+            read_throttle,
             hints: Mutex::new(HashMap::new()),
             shutdown,
             tasks: Mutex::new(Vec::new()),
@@ -475,16 +483,91 @@ impl Node {
         }
     }
 
+    /// Refreshes the Raft and storage gauges every second and counts leader changes.
     async fn metrics_loop(node: Arc<Node>) {
         let mut stop = node.shutdown_signal();
+        let mut leaders: HashMap<u64, Option<u64>> = HashMap::new();
+        let mut streams = std::collections::HashSet::new();
+        let mut tick = 0u64;
         loop {
             let status = node.registry.status();
             metrics::GROUPS_HOSTED.set(status.len() as i64);
             metrics::GROUPS_LED.set(status.iter().filter(|s| s.is_leader).count() as i64);
+            metrics::GROUPS_LEADERLESS
+                .set(status.iter().filter(|s| s.leader_node.is_none()).count() as i64);
+            metrics::GROUPS_UNDER_REPLICATED.set(
+                status
+                    .iter()
+                    .filter(|s| s.is_leader && s.lagging_voters > 0)
+                    .count() as i64,
+            );
+            let lag = status.iter().map(|s| s.replication_lag).max().unwrap_or(0);
+            metrics::REPLICATION_LAG.set(i64::try_from(lag).unwrap_or(i64::MAX));
+            let term = |meta: bool| {
+                status
+                    .iter()
+                    .filter(|s| (s.group == META_GROUP) == meta)
+                    .map(|s| s.term)
+                    .max()
+                    .unwrap_or(0)
+            };
+            metrics::TERM
+                .with_label_values(&["meta"])
+                .set(i64::try_from(term(true)).unwrap_or(i64::MAX));
+            metrics::TERM
+                .with_label_values(&["shard_max"])
+                .set(i64::try_from(term(false)).unwrap_or(i64::MAX));
+            let mut seen = HashMap::with_capacity(status.len());
+            for s in &status {
+                if let Some(Some(before)) = leaders.get(&s.group) {
+                    if s.leader_node.is_some_and(|l| l != *before) {
+                        metrics::LEADER_CHANGES.inc();
+                    }
+                }
+                // Remember the last known leader through leaderless intervals.
+                let known = s
+                    .leader_node
+                    .or_else(|| leaders.get(&s.group).copied().flatten());
+                seen.insert(s.group, known);
+            }
+            leaders = seen;
+            // Disk figures are cheaper but not free: every 5 s.
+            if tick.is_multiple_of(5) {
+                node.refresh_storage_metrics(&mut streams);
+            }
+            tick += 1;
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
+        }
+    }
+
+    /// Refreshes the storage gauges: engine figures and bytes per stream on this node.
+    /// `known` holds the streams with series; deleted ones lose theirs.
+    fn refresh_storage_metrics(&self, known: &mut std::collections::HashSet<String>) {
+        let store = self.registry.store();
+        metrics::set_engine(&store.engine_stats());
+        let state = self.meta.get();
+        known.retain(|name| {
+            let exists = state.streams.contains_key(name.as_str());
+            if !exists {
+                metrics::remove_stream(name);
+            }
+            exists
+        });
+        for stream in state.streams.values() {
+            known.insert(stream.name.to_string());
+            metrics::init_stream(stream.name.as_str());
+            let bytes: u64 = stream
+                .shards
+                .iter()
+                .filter(|sh| self.registry.raft(sh.group).is_some())
+                .map(|sh| store.group_disk_bytes(sh.group))
+                .sum();
+            metrics::STREAM_DISK_BYTES
+                .with_label_values(&[stream.name.as_str()])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 
@@ -740,11 +823,16 @@ impl Node {
                     let state = self.meta.get();
                     let (stream, shard) = state
                         .shard_of_group(group)
-                        .map(|(s, sh)| (s.name.to_string(), sh.id().to_string()))
+                        .map(|(s, sh)| {
+                            metrics::write_throttled(
+                                metrics::Enhanced(&s.enhanced_metrics),
+                                s.name.as_str(),
+                                &sh.id().to_string(),
+                                records.len() as u64,
+                            );
+                            (s.name.to_string(), sh.id().to_string())
+                        })
                         .unwrap_or_default();
-                    crate::metrics::WRITE_THROTTLED
-                        .with_label_values(&[stream.as_str()])
-                        .inc_by(records.len() as u64);
                     return Attempt::Fail(Error::ProvisionedThroughputExceeded(format!(
                         "Rate exceeded for shard {shard} in stream {stream} under account {}.",
                         state.account
@@ -850,6 +938,34 @@ impl Node {
                 }
             };
         }
+        // A leader restored at startup (same term, no election) first re-applies what it had
+        // committed before it restarted (see `runnel_raft::ReadFloor`).
+        if let (Some(floor), Some(mut frontier)) = (
+            self.registry.read_floor(group),
+            self.registry.frontier(group),
+        ) {
+            if !self.config.testing.bug_skip_read_floor
+                && raft.metrics().borrow().current_term == floor.term
+                && frontier.borrow().applied_index < floor.log_index
+            {
+                let reached = matches!(
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        frontier.wait_for(|f| f.applied_index >= floor.log_index),
+                    )
+                    .await,
+                    Ok(Ok(_))
+                );
+                if !reached {
+                    tracing::debug!(
+                        group,
+                        floor = floor.log_index,
+                        "read: restored leader still re-applying"
+                    );
+                    return Attempt::NotLeader(None);
+                }
+            }
+        }
         if group == META_GROUP {
             // The metadata read index: everything committed before this read is applied here.
             return Attempt::Done(ShardRead {
@@ -877,6 +993,24 @@ impl Node {
         };
         match ReadMode::try_from(req.mode).unwrap_or(ReadMode::Records) {
             ReadMode::Records => {
+                if !self.read_throttle.admit(group, self.now_ms()) {
+                    let state = self.meta.get();
+                    let (stream, shard) = state
+                        .shard_of_group(group)
+                        .map(|(s, sh)| {
+                            metrics::read_throttled(
+                                metrics::Enhanced(&s.enhanced_metrics),
+                                s.name.as_str(),
+                                &sh.id().to_string(),
+                            );
+                            (s.name.to_string(), sh.id().to_string())
+                        })
+                        .unwrap_or_default();
+                    return Attempt::Fail(Error::ProvisionedThroughputExceeded(format!(
+                        "Rate exceeded for Shard - {} in stream {stream} under account {}.",
+                        shard, state.account
+                    )));
+                }
                 let from = Position {
                     log_index: req.log_index,
                     sub: req.sub,
@@ -892,6 +1026,12 @@ impl Node {
                     Ok(r) => out.records = r,
                     Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
                 }
+                let bytes: u64 = out
+                    .records
+                    .iter()
+                    .map(|(_, r)| (r.data.len() + r.partition_key.len()) as u64)
+                    .sum();
+                self.read_throttle.consume(group, bytes, self.now_ms());
             }
             ReadMode::Positions => {
                 if req.at_timestamp_ms != 0 {
@@ -992,6 +1132,8 @@ async fn batch_loop(
             replies.push((offset, p.reply));
         }
         metrics::ENTRY_RECORDS.observe(records.len() as f64);
+        let proposed = std::time::Instant::now();
+        metrics::PROPOSALS_PENDING.inc();
         let cmd = Command::Records {
             arrival_ms: clock.now_ms(),
             records,
@@ -999,6 +1141,7 @@ async fn batch_loop(
         let rx_resp = match raft.client_write_ff(cmd).await {
             Ok(rx) => rx,
             Err(e) => {
+                metrics::PROPOSALS_PENDING.dec();
                 for (_, reply) in replies {
                     let _ = reply.send(Attempt::NotLeader(None));
                 }
@@ -1008,6 +1151,10 @@ async fn batch_loop(
         };
         tokio::spawn(async move {
             let outcome = rx_resp.await;
+            metrics::PROPOSALS_PENDING.dec();
+            if matches!(outcome, Ok(Ok(_))) {
+                metrics::COMMIT_SECONDS.observe(proposed.elapsed().as_secs_f64());
+            }
             drop(permit);
             for (offset, reply) in replies {
                 let a = match &outcome {

@@ -1,5 +1,10 @@
-//! Per-shard write throughput limits (Kinesis: 1 MiB/s or 1000 records/s per shard, both
-//! configurable), enforced by the shard leader before a write is proposed.
+//! Per-shard throughput limits, enforced by the shard leader: writes (Kinesis: 1 MiB/s or 1000
+//! records/s per shard) before a write is proposed, and GetRecords (5 calls/s and 2 MiB/s per
+//! shard) before a read executes. All rates are configurable; 0 disables a limit.
+//!
+//! Reads: a call is admitted when a call token is available and the byte bucket is not in debt;
+//! the bytes it returned are taken afterwards and may put the bucket into debt, so a call that
+//! returned 10 MiB blocks the shard's reads for about 5 s at 2 MiB/s (as Kinesis documents).
 //!
 //! Each shard has two token buckets (bytes, records) holding at most one second of capacity and
 //! refilled continuously. A full bucket admits any single write, even one larger than a second
@@ -67,6 +72,73 @@ impl WriteThrottle {
     }
 }
 
+/// The GetRecords limiter of one node (buckets of the shards it leads).
+#[derive(Debug)]
+pub struct ReadThrottle {
+    bytes_per_sec: u64,
+    calls_per_sec: u64,
+    buckets: Mutex<HashMap<u64, Bucket>>,
+}
+
+impl ReadThrottle {
+    /// A limiter with these per-shard rates.
+    pub fn new(bytes_per_sec: u64, calls_per_sec: u64) -> ReadThrottle {
+        ReadThrottle {
+            bytes_per_sec,
+            calls_per_sec,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, map: &mut HashMap<u64, Bucket>, group: u64, now_ms: u64) -> Bucket {
+        let (cap_b, cap_c) = (self.bytes_per_sec as f64, self.calls_per_sec as f64);
+        let b = map.entry(group).or_insert(Bucket {
+            bytes: cap_b,
+            records: cap_c,
+            at_ms: now_ms,
+        });
+        let elapsed = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
+        b.bytes = (b.bytes + elapsed * cap_b).min(cap_b);
+        b.records = (b.records + elapsed * cap_c).min(cap_c);
+        b.at_ms = b.at_ms.max(now_ms);
+        *b
+    }
+
+    /// Admits one GetRecords call on `group` at `now_ms` (taking one call token), or returns
+    /// false and takes nothing.
+    pub fn admit(&self, group: u64, now_ms: u64) -> bool {
+        let Ok(mut map) = self.buckets.lock() else {
+            return true;
+        };
+        let b = self.refill(&mut map, group, now_ms);
+        let calls_ok = self.calls_per_sec == 0 || b.records >= 1.0;
+        let bytes_ok = self.bytes_per_sec == 0 || b.bytes > 0.0;
+        if !(calls_ok && bytes_ok) {
+            return false;
+        }
+        if let Some(b) = map.get_mut(&group) {
+            if self.calls_per_sec > 0 {
+                b.records -= 1.0;
+            }
+        }
+        true
+    }
+
+    /// Takes the bytes an admitted call returned (the bucket may go into debt).
+    pub fn consume(&self, group: u64, bytes: u64, now_ms: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let Ok(mut map) = self.buckets.lock() else {
+            return;
+        };
+        self.refill(&mut map, group, now_ms);
+        if let Some(b) = map.get_mut(&group) {
+            b.bytes -= bytes as f64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +174,28 @@ mod tests {
         let t = WriteThrottle::new(0, 0);
         for i in 0..100 {
             assert!(t.admit(1, 10_000, 1 << 30, i));
+        }
+    }
+
+    #[test]
+    fn reads_five_calls_a_second_and_byte_debt() {
+        let t = ReadThrottle::new(2000, 5);
+        for _ in 0..5 {
+            assert!(t.admit(1, 0));
+        }
+        assert!(!t.admit(1, 0), "sixth call in the same second");
+        assert!(t.admit(1, 200), "one call token refilled after 200 ms");
+        // A large read puts the shard into debt: no call until it is paid back.
+        t.consume(1, 10_000, 200);
+        assert!(!t.admit(1, 1000));
+        assert!(!t.admit(1, 4000));
+        assert!(t.admit(1, 5300));
+        // Other shards are independent; zero disables.
+        assert!(t.admit(2, 0));
+        let off = ReadThrottle::new(0, 0);
+        for i in 0..100 {
+            off.consume(1, 1 << 30, i);
+            assert!(off.admit(1, i));
         }
     }
 }

@@ -25,6 +25,7 @@
 mod error;
 mod keys;
 mod metrics;
+pub use metrics::init as init_metrics;
 mod record;
 mod writer;
 
@@ -103,6 +104,58 @@ impl Default for StoreOptions {
     }
 }
 
+/// Engine figures for the metrics ([`Store::engine_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Bytes in SST files.
+    pub sst_bytes: u64,
+    /// Bytes in memtables.
+    pub memtable_bytes: u64,
+    /// Bytes compaction still has to rewrite (RocksDB's estimate).
+    pub pending_compaction_bytes: u64,
+    /// Compactions running now.
+    pub running_compactions: u64,
+    /// Memtable flushes running now.
+    pub running_flushes: u64,
+    /// RocksDB stopped writes (too many memtables, L0 files or pending compaction bytes).
+    pub write_stopped: bool,
+    /// RocksDB's current write rate limit when it delays writes (0 = not delayed).
+    pub delayed_write_rate: u64,
+    /// Microseconds writers spent stalled, since the store opened.
+    pub stall_micros: u64,
+    /// Bytes written by compactions, since the store opened.
+    pub compaction_write_bytes: u64,
+    /// Bytes written by memtable flushes, since the store opened.
+    pub flush_write_bytes: u64,
+    /// Free bytes (for unprivileged users) on the file system of the data directory.
+    pub disk_free_bytes: u64,
+    /// Size of that file system.
+    pub disk_total_bytes: u64,
+}
+
+/// (available, total) bytes of the file system holding `path`; zeros when unknown.
+fn disk_space(path: &Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return (0, 0);
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
+    // right type; statvfs(3) only writes into it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return (0, 0);
+    }
+    // SAFETY: statvfs returned 0, so it initialized the struct.
+    let st = unsafe { st.assume_init() };
+    // statvfs's fields are u64 on the 64-bit Linux targets Runnel builds for.
+    let frsize = st.f_frsize;
+    (
+        st.f_bavail.saturating_mul(frsize),
+        st.f_blocks.saturating_mul(frsize),
+    )
+}
+
 /// Log indexes at which [`StoreOptions::unsafe_drop_applied_records`] drops a record.
 pub const BUG_DROP_EVERY: u64 = 50;
 
@@ -114,6 +167,9 @@ pub struct Store {
 
 struct Inner {
     db: Arc<DB>,
+    /// The options the DB was opened with (they hold RocksDB's statistics object).
+    opts: Options,
+    path: std::path::PathBuf,
     writer: LogWriter,
     drop_applied_records: bool,
     reuse_sequence_numbers: bool,
@@ -137,6 +193,9 @@ impl Store {
         if options.simulate_power_loss {
             db_opts.set_manual_wal_flush(true);
         }
+        // Tickers for the stall and compaction metrics (counters only: cheap).
+        db_opts.enable_statistics();
+        db_opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         let mut block = rocksdb::BlockBasedOptions::default();
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
         block.set_block_cache(&cache);
@@ -154,6 +213,8 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
+                opts: db_opts,
+                path: path.to_path_buf(),
                 writer,
                 drop_applied_records: options.unsafe_drop_applied_records,
                 reuse_sequence_numbers: options.unsafe_reuse_sequence_numbers,
@@ -170,6 +231,53 @@ impl Store {
             .db
             .cf_handle(name)
             .ok_or_else(|| Error::Corrupt(format!("missing column family {name}")))
+    }
+
+    /// Approximate bytes `group` occupies on disk (log, records and time index; SST files
+    /// and memtables, as RocksDB estimates them).
+    pub fn group_disk_bytes(&self, group: u64) -> u64 {
+        let lo = keys::group_prefix(group);
+        let hi = keys::group_upper(group);
+        let mut total = 0u64;
+        for name in [CF_LOG, CF_RECORDS, CF_TIME] {
+            if let Ok(cf) = self.cf(name) {
+                let range = rocksdb::Range::new(&lo, &hi);
+                total += self
+                    .db()
+                    .get_approximate_sizes_cf(&cf, &[range])
+                    .iter()
+                    .sum::<u64>();
+            }
+        }
+        total
+    }
+
+    /// Engine figures for the metrics: RocksDB properties and tickers, and the file system
+    /// holding the data directory.
+    pub fn engine_stats(&self) -> EngineStats {
+        use rocksdb::statistics::Ticker;
+        let prop = |name: &str| {
+            self.db()
+                .property_int_value(name)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let (disk_free_bytes, disk_total_bytes) = disk_space(&self.inner.path);
+        EngineStats {
+            sst_bytes: prop("rocksdb.total-sst-files-size"),
+            memtable_bytes: prop("rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: prop("rocksdb.estimate-pending-compaction-bytes"),
+            running_compactions: prop("rocksdb.num-running-compactions"),
+            running_flushes: prop("rocksdb.num-running-flushes"),
+            write_stopped: prop("rocksdb.is-write-stopped") != 0,
+            delayed_write_rate: prop("rocksdb.actual-delayed-write-rate"),
+            stall_micros: self.inner.opts.get_ticker_count(Ticker::StallMicros),
+            compaction_write_bytes: self.inner.opts.get_ticker_count(Ticker::CompactWriteBytes),
+            flush_write_bytes: self.inner.opts.get_ticker_count(Ticker::FlushWriteBytes),
+            disk_free_bytes,
+            disk_total_bytes,
+        }
     }
 
     /// The group-commit writer for Raft log appends.

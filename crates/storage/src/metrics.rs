@@ -53,3 +53,11 @@ pub static RETENTION_TRIMMED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Entries of records removed by retention trimming",
     )
 });
+
+/// Registers every storage metric (so each is exported from the start, at zero).
+pub fn init() {
+    LazyLock::force(&FSYNC_SECONDS);
+    LazyLock::force(&SYNC_BATCH_JOBS);
+    LazyLock::force(&SYNC_BATCH_ENTRIES);
+    LazyLock::force(&RETENTION_TRIMMED);
+}
