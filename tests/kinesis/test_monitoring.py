@@ -2,6 +2,7 @@
 /metrics output; promtool accepts the rules and the Prometheus configuration; a real Prometheus
 server scraping a 3-node cluster under load sees the series arrive (queried over its HTTP API).
 """
+import concurrent.futures
 import json
 import os
 import re
@@ -13,10 +14,11 @@ import time
 import urllib.parse
 import urllib.request
 
+import boto3
 import botocore.config
 import pytest
 
-from conftest import make_client
+from conftest import ACCESS_KEY, REGION, SECRET_KEY
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 DASHBOARD = os.path.join(ROOT, "cluster", "grafana", "runnel.json")
@@ -63,17 +65,28 @@ def traffic(kinesis, name):
     it = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
         "ShardIterator"
     ]
-    # No client retries: more than 5 GetRecords in a second on one shard are refused.
-    raw = make_client(
-        kinesis.meta.endpoint_url,
-        config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+    # No client retries, so refused calls surface.
+    raw = boto3.client(
+        "kinesis",
+        endpoint_url=kinesis.meta.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=botocore.config.Config(
+            parameter_validation=False, retries={"max_attempts": 1, "mode": "standard"}
+        ),
     )
-    refused = 0
-    for _ in range(12):
+
+    def one(_):
         try:
-            it = raw.get_records(ShardIterator=it, Limit=100)["NextShardIterator"]
+            raw.get_records(ShardIterator=it, Limit=100)
+            return 0
         except raw.exceptions.ProvisionedThroughputExceededException:
-            refused += 1
+            return 1
+
+    # 20 concurrent calls on one shard: at most 5 a second are admitted.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        refused = sum(pool.map(one, range(20)))
     assert refused > 0
     return shard
 
