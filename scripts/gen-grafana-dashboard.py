@@ -125,7 +125,7 @@ panel("Groups hosted / led per node",
       [("runnel_raft_groups_hosted", "{{instance}} hosted"), ("runnel_raft_groups_led", "{{instance}} led")],
       x=0, w=8)
 panel("Leader changes/s and terms",
-      [("sum(rate(runnel_raft_leader_changes_total[$__rate_interval]))", "leader changes/s"),
+      [("max(rate(runnel_raft_leader_changes_total[$__rate_interval]))", "leader changes/s (busiest node's view)"),
        ('max(runnel_raft_term{group="meta"})', "metadata term"),
        ('max(runnel_raft_term{group="shard_max"})', "largest shard term")],
       x=8, w=8)
@@ -161,7 +161,7 @@ panel("RocksDB: SST, memtables, pending compaction",
        ('runnel_rocksdb{figure="pending_compaction_bytes"}', "{{instance}} pending compaction")],
       unit="bytes", x=8, w=8)
 panel("RocksDB stalls and retention",
-      [('rate(runnel_rocksdb_since_open{counter="stall_micros"}[$__rate_interval]) / 1e6', "{{instance}} stalled s/s"),
+      [('rate(runnel_rocksdb_ticker_total{ticker="stall_micros"}[$__rate_interval]) / 1e6', "{{instance}} stalled s/s"),
        ('runnel_rocksdb{figure="write_stopped"}', "{{instance}} writes stopped"),
        ("sum(rate(runnel_storage_retention_trimmed_entries_total[$__rate_interval]))", "retention trims/s")],
       x=16, w=8)

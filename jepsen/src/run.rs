@@ -37,10 +37,11 @@ pub enum Bug {
     /// nodes run in power-loss mode, so the final restart of every node is a coordinated power
     /// cut: expect `lost-write`.
     AckBeforeFsync,
-    /// Every node skips the read floor of leaders restored at startup
-    /// (`[testing] bug_skip_read_floor`), in power-loss mode: a leader that kept its leadership
-    /// through a power cut serves reads from its rolled-back state machine: expect `stale-read`.
-    SkipReadFloor,
+    /// Every node lets a replica that led its group resume as leader of the same term after a
+    /// restart (`[testing] bug_restore_leader`, openraft's default), in power-loss mode: such a
+    /// leader can lack entries it acknowledged before a power cut and serves reads without
+    /// them: expect `stale-read` (rare; see jepsen/README.md).
+    RestoreLeader,
 }
 
 /// Bug names as the command line spells them.
@@ -48,7 +49,7 @@ pub const BUGS: &[(&str, Bug)] = &[
     ("drop-applied-records", Bug::DropAppliedRecords),
     ("reuse-sequence-numbers", Bug::ReuseSequenceNumbers),
     ("ack-before-fsync", Bug::AckBeforeFsync),
-    ("skip-read-floor", Bug::SkipReadFloor),
+    ("restore-leader", Bug::RestoreLeader),
 ];
 
 impl std::str::FromStr for Bug {
@@ -71,7 +72,7 @@ impl Bug {
             Bug::DropAppliedRecords => "divergence",
             Bug::ReuseSequenceNumbers => "inconsistent-offsets",
             Bug::AckBeforeFsync => "lost-write",
-            Bug::SkipReadFloor => "stale-read",
+            Bug::RestoreLeader => "stale-read",
         }
     }
 }
@@ -166,8 +167,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             copts.testing = "unsafe_skip_fsync = true".into();
             copts.power_loss = true;
         }
-        Some(Bug::SkipReadFloor) => {
-            copts.testing = "bug_skip_read_floor = true".into();
+        Some(Bug::RestoreLeader) => {
+            copts.testing = "bug_restore_leader = true".into();
             copts.power_loss = true;
         }
         None => {}

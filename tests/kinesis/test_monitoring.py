@@ -51,16 +51,19 @@ def traffic(kinesis, name):
     kinesis.enable_enhanced_monitoring(StreamName=name, ShardLevelMetrics=["ALL"])
     shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
     kinesis.put_record(StreamName=name, Data=b"one", PartitionKey="k", ExplicitHashKey="0")
-    # 3 x 500 records to one shard in a burst: over 1000 records/s, some are throttled.
-    throttled = 0
-    for _ in range(3):
+    # 6 concurrent batches of 500 records to one shard: 3000 records at once against a bucket of
+    # 1000 records (one second of the limit), so some are refused.
+    def batch(_):
         r = kinesis.put_records(
             StreamName=name,
             Records=[{"Data": b"x" * 100, "PartitionKey": "k", "ExplicitHashKey": "0"}] * 500,
         )
-        throttled += sum(
+        return sum(
             1 for e in r["Records"] if e.get("ErrorCode") == "ProvisionedThroughputExceededException"
         )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        throttled = sum(pool.map(batch, range(6)))
     assert throttled > 0
     it = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
         "ShardIterator"

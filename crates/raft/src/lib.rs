@@ -31,7 +31,7 @@ mod registry;
 pub mod state_machine;
 
 pub use error::{Error, Result};
-pub use registry::{GroupInfo, GroupKind, GroupStatus, ReadFloor, Registry, RegistryOptions};
+pub use registry::{GroupInfo, GroupKind, GroupStatus, Registry, RegistryOptions};
 pub use state_machine::MetaApplier;
 
 use std::fmt;

@@ -37,17 +37,21 @@ pub struct RegistryOptions {
     pub shard_snapshot_logs: u64,
     /// Log entries kept after a snapshot.
     pub logs_to_keep: u64,
+    /// Test only: let a replica that led its group resume as leader of the same term after a
+    /// restart (openraft's default; unsafe after power loss, see `demote_restored_leader`).
+    pub unsafe_restore_leaders: bool,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
-            meta_heartbeat_ms: 100,
-            meta_election_ms: (500, 1000),
-            shard_heartbeat_ms: 200,
-            shard_election_ms: (1000, 2000),
+            meta_heartbeat_ms: 500,
+            meta_election_ms: (1500, 3000),
+            shard_heartbeat_ms: 500,
+            shard_election_ms: (1500, 3000),
             shard_snapshot_logs: 20_000,
             logs_to_keep: 5_000,
+            unsafe_restore_leaders: false,
         }
     }
 }
@@ -115,25 +119,6 @@ struct Hosted {
     kind: GroupKind,
     info: GroupInfo,
     frontier: watch::Receiver<Frontier>,
-    read_floor: ReadFloor,
-}
-
-/// What a linearizable read on a leader that kept its leadership across a restart must wait for.
-///
-/// openraft restores a restarted leader as leader of the same term without an election, and its
-/// read index is then `max(first entry of its term, committed)`, where `committed` is what the
-/// log store persisted. State machines here do not sync on apply (they are rebuilt from the log),
-/// so after a power loss a restored leader's state machine can be behind entries it had
-/// committed and acknowledged before the crash; openraft's read index does not cover them (see
-/// its `save_committed` documentation). The floor: while the term is still the one stored at
-/// startup, a read waits until the state machine has applied the log as it was at startup.
-/// (Found by the fault-injection harness: stale reads after power cuts.)
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReadFloor {
-    /// Term of the vote stored when the group started on this node.
-    pub term: u64,
-    /// Last log index when the group started on this node.
-    pub log_index: u64,
 }
 
 /// The groups of one node.
@@ -232,21 +217,9 @@ impl Registry {
         let config = self.config(group, gkind)?;
         let (sm, frontier) = StateMachine::open(group, kind, self.store.clone())?;
         let mut log = LogStore::new(group, self.store.clone());
-        let read_floor = {
-            use openraft::storage::RaftLogStorage;
-            let vote = log
-                .read_vote()
-                .await
-                .map_err(|e| Error::Raft(e.to_string()))?;
-            let state = log
-                .get_log_state()
-                .await
-                .map_err(|e| Error::Raft(e.to_string()))?;
-            ReadFloor {
-                term: vote.map_or(0, |v| v.leader_id().term),
-                log_index: state.last_log_id.map_or(0, |l| l.index),
-            }
-        };
+        if !self.options.unsafe_restore_leaders {
+            demote_restored_leader(&mut log, replica).await?;
+        }
         let net = NetworkFactory::new(group, self.pool.clone());
         let raft = Raft::new(replica, config, net, log, sm)
             .await
@@ -257,7 +230,6 @@ impl Registry {
             kind: gkind,
             info,
             frontier,
-            read_floor,
         };
         let raced = {
             let mut groups = self
@@ -311,11 +283,6 @@ impl Registry {
     /// The Raft handle of a hosted group.
     pub fn raft(&self, group: u64) -> Option<Raft> {
         self.hosted(group).map(|h| h.raft)
-    }
-
-    /// The read floor of a hosted group (see [`ReadFloor`]).
-    pub fn read_floor(&self, group: u64) -> Option<ReadFloor> {
-        self.hosted(group).map(|h| h.read_floor)
     }
 
     /// The applied frontier of a hosted group.
@@ -522,5 +489,65 @@ fn unavailable(msg: String) -> RaftReply {
     RaftReply {
         payload: Default::default(),
         unavailable: msg,
+    }
+}
+
+/// Makes a replica that led its group when it stopped start as a follower.
+///
+/// openraft restores such a replica as leader of the same term, without an election. That is
+/// unsafe here: a leader acknowledges an entry once a quorum of *followers* has it durably, even
+/// before its own fsync, so after a power cut the restored leader can lack entries it
+/// acknowledged; it then served reads without them (stale reads found by the fault-injection
+/// harness) and would propose new entries under the same (term, index) as the lost ones. Its
+/// committed vote is stored again as a plain vote for itself in the same term: it still refuses
+/// any other leader of that term, and leadership needs a new election, whose leader appends a
+/// fresh entry first (openraft's read index then covers everything committed before).
+async fn demote_restored_leader(log: &mut LogStore, replica: ReplicaId) -> Result<()> {
+    use openraft::storage::RaftLogStorage;
+    let vote = log
+        .read_vote()
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+    if let Some(v) = vote {
+        if v.is_committed() && v.leader_id().voted_for() == Some(replica) {
+            let plain = Vote::new(v.leader_id().term, replica);
+            log.save_vote(&plain)
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            tracing::info!(
+                replica,
+                term = v.leader_id().term,
+                "restarting as a follower of the term it led"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restarting_leader_comes_back_as_a_follower_of_its_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), runnel_storage::StoreOptions::default()).unwrap();
+        let mut log = LogStore::new(9, store.clone());
+        log.save_vote(&Vote::new_committed(3, 7)).await.unwrap();
+        demote_restored_leader(&mut log, 7).await.unwrap();
+        let v = log.read_vote().await.unwrap().unwrap();
+        assert!(!v.is_committed());
+        assert_eq!(
+            (v.leader_id().term, v.leader_id().voted_for()),
+            (3, Some(7))
+        );
+
+        // Another replica's committed vote (this one followed) is left alone.
+        let mut other = LogStore::new(10, store);
+        other.save_vote(&Vote::new_committed(4, 8)).await.unwrap();
+        demote_restored_leader(&mut other, 7).await.unwrap();
+        assert!(other.read_vote().await.unwrap().unwrap().is_committed());
     }
 }

@@ -120,9 +120,10 @@ pub struct TestingConfig {
     /// Every 50th log entry's records are stored one position early, so two records share a
     /// sequence number (a deliberate ordering bug the harness must catch).
     pub bug_reuse_sequence_numbers: bool,
-    /// Skip the read floor of leaders restored at startup (`runnel_raft::ReadFloor`), bringing
-    /// back the stale-read bug the harness found (a deliberate bug for its regression run).
-    pub bug_skip_read_floor: bool,
+    /// Let a replica that led its group resume as leader of the same term after a restart
+    /// (openraft's default), bringing back the stale reads the harness found after power cuts
+    /// (a deliberate bug for its regression run).
+    pub bug_restore_leader: bool,
     /// Keep unsynced write-ahead-log bytes inside the process (RocksDB `manual_wal_flush`), so a
     /// SIGKILL discards every write that was not fsynced, as a power cut discards the page
     /// cache. Durability is unchanged for synced writes.

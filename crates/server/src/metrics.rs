@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -215,8 +215,12 @@ static SHARD_SERIES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
 static MAX_SHARD_SERIES: AtomicUsize = AtomicUsize::new(1000);
 static SHARD_SERIES: LazyLock<Mutex<HashSet<(String, String)>>> =
     LazyLock::new(|| Mutex::new(HashSet::new()));
-static SHARD_AGES: LazyLock<Mutex<HashMap<(String, String), i64>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Latest iterator age per (stream, shard) served here, and when it was observed.
+type AgeMap = HashMap<(String, String), (i64, Instant)>;
+static SHARD_AGES: LazyLock<Mutex<AgeMap>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// An iterator age older than this no longer counts (its consumer stopped or moved).
+const AGE_TTL: Duration = Duration::from_secs(60);
 
 /// Sets the cap on (stream, shard) pairs with shard-level series (`[metrics]
 /// max_shard_series`).
@@ -370,10 +374,13 @@ pub fn get_records(
     shard_count(e, stream, shard, "OutgoingBytes", bytes);
     let age = i64::try_from(age_ms).unwrap_or(i64::MAX);
     let max = SHARD_AGES.lock().ok().map(|mut m| {
-        m.insert((stream.to_string(), shard.to_string()), age);
+        m.insert(
+            (stream.to_string(), shard.to_string()),
+            (age, Instant::now()),
+        );
         m.iter()
-            .filter(|((s, _), _)| s == stream)
-            .map(|(_, a)| *a)
+            .filter(|((s, _), (_, at))| s == stream && at.elapsed() <= AGE_TTL)
+            .map(|(_, (a, _))| *a)
             .max()
             .unwrap_or(age)
     });
@@ -387,8 +394,58 @@ pub fn get_records(
     }
 }
 
-/// Forgets a deleted stream's series.
+/// Drops iterator ages not refreshed for a minute (their consumers stopped or read through
+/// another node): the stream's gauge becomes the largest fresh age (0 when none is left) and
+/// the expired shard gauges go away.
+pub fn expire_iterator_ages() {
+    let Ok(mut m) = SHARD_AGES.lock() else {
+        return;
+    };
+    let expired: Vec<(String, String)> = m
+        .iter()
+        .filter(|(_, (_, at))| at.elapsed() > AGE_TTL)
+        .map(|(k, _)| k.clone())
+        .collect();
+    if expired.is_empty() {
+        return;
+    }
+    for key in &expired {
+        m.remove(key);
+        let _ = SHARD_ITERATOR_AGE.remove_label_values(&[key.0.as_str(), key.1.as_str()]);
+    }
+    let streams: HashSet<&String> = expired.iter().map(|(s, _)| s).collect();
+    for stream in streams {
+        let max = m
+            .iter()
+            .filter(|((s, _), _)| s == stream)
+            .map(|(_, (a, _))| *a)
+            .max()
+            .unwrap_or(0);
+        ITERATOR_AGE.with_label_values(&[stream.as_str()]).set(max);
+    }
+}
+
+/// Forgets a deleted stream's series (stream and shard level) and frees its shard-series
+/// slots under the cap.
 pub fn remove_stream(stream: &str) {
+    let shards: Vec<String> = SHARD_SERIES
+        .lock()
+        .map(|mut set| {
+            let mine: Vec<String> = set
+                .iter()
+                .filter(|(s, _)| s == stream)
+                .map(|(_, sh)| sh.clone())
+                .collect();
+            set.retain(|(s, _)| s != stream);
+            mine
+        })
+        .unwrap_or_default();
+    for shard in &shards {
+        for metric in crate::meta::SHARD_LEVEL_METRICS {
+            let _ = SHARD_COUNTERS.remove_label_values(&[stream, shard.as_str(), metric]);
+        }
+        let _ = SHARD_ITERATOR_AGE.remove_label_values(&[stream, shard.as_str()]);
+    }
     let one = [stream];
     let _ = INCOMING_BYTES.remove_label_values(&one);
     let _ = INCOMING_RECORDS.remove_label_values(&one);
@@ -519,12 +576,12 @@ pub static ENGINE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
-/// RocksDB counters since the store opened.
-pub static ENGINE_COUNTERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge_vec(
-        "runnel_rocksdb_since_open",
-        "RocksDB counters since the node started: stall_micros, compaction_write_bytes, flush_write_bytes",
-        &["counter"],
+/// RocksDB tickers (monotonic while the node runs).
+pub static ENGINE_COUNTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "runnel_rocksdb_ticker_total",
+        "RocksDB tickers: stall_micros, compaction_write_bytes, flush_write_bytes",
+        &["ticker"],
     )
 });
 
@@ -556,7 +613,11 @@ pub fn set_engine(s: &runnel_storage::EngineStats) {
         ("compaction_write_bytes", s.compaction_write_bytes),
         ("flush_write_bytes", s.flush_write_bytes),
     ] {
-        ENGINE_COUNTERS.with_label_values(&[c]).set(clamp(v));
+        let counter = ENGINE_COUNTERS.with_label_values(&[c]);
+        let delta = v.saturating_sub(counter.get());
+        if delta > 0 {
+            counter.inc_by(delta);
+        }
     }
     DISK.with_label_values(&["free"])
         .set(clamp(s.disk_free_bytes));
@@ -574,15 +635,23 @@ static PROCESS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
-static PROCESS_CPU: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+static PROCESS_CPU: LazyLock<prometheus::Counter> = LazyLock::new(|| {
     register(
-        prometheus::Gauge::new(
+        prometheus::Counter::new(
             "runnel_process_cpu_seconds_total",
             "CPU time (user + system) used by this process",
         )
         .expect("static metric"),
     )
 });
+
+/// Advances `counter` to `total` (a monotonic figure read from elsewhere).
+fn advance(counter: &prometheus::Counter, total: f64) {
+    let delta = total - counter.get();
+    if delta > 0.0 {
+        counter.inc_by(delta);
+    }
+}
 
 /// Refreshes the process gauges from /proc/self (Linux; left unchanged elsewhere).
 pub fn set_process() {
@@ -596,7 +665,7 @@ pub fn set_process() {
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the parenthesised command name: state is field 3; utime 14, stime 15,
         // num_threads 20, vsize 23, rss 24 (1-based, as in proc(5)).
-        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+        if let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) {
             let f: Vec<&str> = rest.split_whitespace().collect();
             let num = |i: usize| {
                 f.get(i - 3)
@@ -604,7 +673,7 @@ pub fn set_process() {
                     .unwrap_or(0)
             };
             if tick > 0 {
-                PROCESS_CPU.set((num(14) + num(15)) as f64 / tick as f64);
+                advance(&PROCESS_CPU, (num(14) + num(15)) as f64 / tick as f64);
             }
             PROCESS.with_label_values(&["threads"]).set(num(20) as i64);
             PROCESS

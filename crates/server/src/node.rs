@@ -120,6 +120,8 @@ pub struct Node {
     batchers: Mutex<HashMap<u64, mpsc::Sender<Pending>>>,
     throttle: crate::throttle::WriteThrottle,
     read_throttle: crate::throttle::ReadThrottle,
+    /// Monotonic origin of the throttles' clock (never moved by the test clock hook).
+    started: std::time::Instant,
     hints: Mutex<HashMap<u64, u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -180,6 +182,7 @@ impl Node {
                 shard_election_ms: (r.shard_election_min_ms, r.shard_election_max_ms),
                 shard_snapshot_logs: r.shard_snapshot_logs,
                 logs_to_keep: r.logs_to_keep,
+                unsafe_restore_leaders: config.testing.bug_restore_leader,
             },
         );
         let meta = MetaHandle::default();
@@ -193,6 +196,7 @@ impl Node {
             batchers: Mutex::new(HashMap::new()),
             throttle,
             read_throttle,
+            started: std::time::Instant::now(),
             hints: Mutex::new(HashMap::new()),
             shutdown,
             tasks: Mutex::new(Vec::new()),
@@ -275,6 +279,11 @@ impl Node {
     /// Current time of this node (ms).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Milliseconds since this node started, from a monotonic clock (for rate limits).
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The metadata state, with the cluster initialized.
@@ -533,8 +542,17 @@ impl Node {
             leaders = seen;
             // Disk figures are cheaper but not free: every 5 s.
             if tick.is_multiple_of(5) {
-                node.refresh_storage_metrics(&mut streams);
+                // RocksDB property and size calls block: off the async workers.
+                let n = node.clone();
+                let mut s = std::mem::take(&mut streams);
+                streams = tokio::task::spawn_blocking(move || {
+                    n.refresh_storage_metrics(&mut s);
+                    s
+                })
+                .await
+                .unwrap_or_default();
             }
+            metrics::expire_iterator_ages();
             tick += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -818,7 +836,7 @@ impl Node {
                     .sum();
                 if !self
                     .throttle
-                    .admit(group, records.len(), bytes, self.now_ms())
+                    .admit(group, records.len(), bytes, self.mono_ms())
                 {
                     let state = self.meta.get();
                     let (stream, shard) = state
@@ -938,34 +956,6 @@ impl Node {
                 }
             };
         }
-        // A leader restored at startup (same term, no election) first re-applies what it had
-        // committed before it restarted (see `runnel_raft::ReadFloor`).
-        if let (Some(floor), Some(mut frontier)) = (
-            self.registry.read_floor(group),
-            self.registry.frontier(group),
-        ) {
-            if !self.config.testing.bug_skip_read_floor
-                && raft.metrics().borrow().current_term == floor.term
-                && frontier.borrow().applied_index < floor.log_index
-            {
-                let reached = matches!(
-                    tokio::time::timeout(
-                        Duration::from_secs(5),
-                        frontier.wait_for(|f| f.applied_index >= floor.log_index),
-                    )
-                    .await,
-                    Ok(Ok(_))
-                );
-                if !reached {
-                    tracing::debug!(
-                        group,
-                        floor = floor.log_index,
-                        "read: restored leader still re-applying"
-                    );
-                    return Attempt::NotLeader(None);
-                }
-            }
-        }
         if group == META_GROUP {
             // The metadata read index: everything committed before this read is applied here.
             return Attempt::Done(ShardRead {
@@ -993,7 +983,7 @@ impl Node {
         };
         match ReadMode::try_from(req.mode).unwrap_or(ReadMode::Records) {
             ReadMode::Records => {
-                if !self.read_throttle.admit(group, self.now_ms()) {
+                if !self.read_throttle.admit(group, self.mono_ms()) {
                     let state = self.meta.get();
                     let (stream, shard) = state
                         .shard_of_group(group)
@@ -1031,7 +1021,7 @@ impl Node {
                     .iter()
                     .map(|(_, r)| (r.data.len() + r.partition_key.len()) as u64)
                     .sum();
-                self.read_throttle.consume(group, bytes, self.now_ms());
+                self.read_throttle.consume(group, bytes, self.mono_ms());
             }
             ReadMode::Positions => {
                 if req.at_timestamp_ms != 0 {

@@ -4,7 +4,12 @@
 //!
 //! Reads: a call is admitted when a call token is available and the byte bucket is not in debt;
 //! the bytes it returned are taken afterwards and may put the bucket into debt, so a call that
-//! returned 10 MiB blocks the shard's reads for about 5 s at 2 MiB/s (as Kinesis documents).
+//! returned 10 MiB blocks the shard's reads for about 4–5 s at 2 MiB/s (Kinesis documents "the
+//! next 5 seconds"). The debt is capped at 5 s of the rate, so concurrent large reads cannot
+//! block a shard for longer.
+//!
+//! Time: callers pass a monotonic clock (not the node's adjustable wall clock), so a clock step
+//! neither empties nor fills the buckets.
 //!
 //! Each shard has two token buckets (bytes, records) holding at most one second of capacity and
 //! refilled continuously. A full bucket admits any single write, even one larger than a second
@@ -133,8 +138,9 @@ impl ReadThrottle {
             return;
         };
         self.refill(&mut map, group, now_ms);
+        let floor = -5.0 * self.bytes_per_sec as f64;
         if let Some(b) = map.get_mut(&group) {
-            b.bytes -= bytes as f64;
+            b.bytes = (b.bytes - bytes as f64).max(floor);
         }
     }
 }
@@ -192,6 +198,13 @@ mod tests {
         assert!(t.admit(1, 5300));
         // Other shards are independent; zero disables.
         assert!(t.admit(2, 0));
+        // Debt is capped at 5 s of the rate: 100 KB of reads on a 2000 B/s bucket block 5 s,
+        // not 50.
+        let capped = ReadThrottle::new(2000, 5);
+        assert!(capped.admit(3, 0));
+        capped.consume(3, 100_000, 0);
+        assert!(!capped.admit(3, 4900));
+        assert!(capped.admit(3, 5100));
         let off = ReadThrottle::new(0, 0);
         for i in 0..100 {
             off.consume(1, 1 << 30, i);

@@ -233,8 +233,8 @@ impl Store {
             .ok_or_else(|| Error::Corrupt(format!("missing column family {name}")))
     }
 
-    /// Approximate bytes `group` occupies on disk (log, records and time index; SST files
-    /// and memtables, as RocksDB estimates them).
+    /// Approximate bytes `group` occupies on disk (log, records and time index in SST files,
+    /// as RocksDB estimates them; memtables are not counted).
     pub fn group_disk_bytes(&self, group: u64) -> u64 {
         let lo = keys::group_prefix(group);
         let hi = keys::group_upper(group);
@@ -712,7 +712,7 @@ mod tests {
     }
 
     #[test]
-    fn power_loss_mode_still_reads_and_reopens_synced_data() {
+    fn power_loss_mode_opens_and_keeps_synced_writes_across_a_clean_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
             simulate_power_loss: true,

@@ -1,0 +1,444 @@
+//! `runnel-load`: a load generator for a Runnel cluster (gRPC API).
+//!
+//! Producers write records of a fixed size, alone (PutRecord) or in PutRecords batches, either
+//! closed-loop (each producer keeps `--in-flight` requests outstanding: throughput at
+//! saturation) or open-loop (`--rate` records per second in total, spread over the producers;
+//! latency is measured from the *scheduled* send time, so a stalled system cannot hide its
+//! queueing: no coordinated omission). Optional consumers follow every shard with GetRecords
+//! and measure end-to-end propagation: from the moment the record was handed to the client to
+//! the moment a consumer received it (the send time travels in the record's first 8 bytes; all
+//! processes share the machine's clock).
+//!
+//! Output: a progress line per second, then the results as JSON (`--json`) and one Markdown
+//! table row. Latencies are HdrHistogram percentiles over the measured window (after
+//! `--warmup`). This is a benchmark: it measures and reports, it asserts nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rand::Rng;
+use runnel_client::{Client, Start};
+
+#[derive(Parser, Clone, Debug)]
+#[command(name = "runnel-load", about = "Load generator for Runnel (gRPC)")]
+struct Args {
+    /// gRPC endpoints, comma-separated; producers and consumers rotate over them.
+    #[arg(long, default_value = "http://127.0.0.1:4600")]
+    endpoints: String,
+    /// Stream to write.
+    #[arg(long, default_value = "bench")]
+    stream: String,
+    /// Create the stream with this many shards first (0: it must exist).
+    #[arg(long, default_value_t = 0)]
+    create_shards: u32,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Outstanding requests per producer (closed loop), or the cap of outstanding requests
+    /// per producer in open loop (sends beyond it are counted as `late`).
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Records per second in total (open loop); 0 = closed loop (saturation).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Bytes of data per record (at least 16).
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Records per request: 1 = PutRecord, more = PutRecords.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Follow every shard with GetRecords and measure propagation.
+    #[arg(long)]
+    consumers: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// A label for the results (the table row's first column).
+    #[arg(long, default_value = "runnel")]
+    label: String,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn histogram() -> Result<Histogram<u64>, String> {
+    // Microseconds, 1 µs to 10 min, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| format!("hdrhistogram: {e}"))
+}
+
+#[derive(Default)]
+struct Stats {
+    measuring: AtomicBool,
+    acked: AtomicU64,
+    bytes: AtomicU64,
+    throttled: AtomicU64,
+    errors: AtomicU64,
+    late: AtomicU64,
+    delivered: AtomicU64,
+    ack: Mutex<Option<Histogram<u64>>>,
+    propagation: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Stats {
+    fn record(h: &Mutex<Option<Histogram<u64>>>, micros: u64) {
+        if let Ok(mut g) = h.lock() {
+            if let Some(h) = g.as_mut() {
+                let _ = h.record(micros.max(1));
+            }
+        }
+    }
+}
+
+fn payload(size: usize, producer: u32, seq: u32) -> Vec<u8> {
+    let mut d = vec![b'x'; size.max(16)];
+    d[..8].copy_from_slice(&now_ns().to_le_bytes());
+    d[8..12].copy_from_slice(&producer.to_le_bytes());
+    d[12..16].copy_from_slice(&seq.to_le_bytes());
+    d
+}
+
+/// Sends one request of `batch` records; `started` is when it was due (open loop) or sent.
+async fn send(
+    client: Client,
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    producer: u32,
+    seq: u32,
+    started: Instant,
+) {
+    // Keys are drawn before any await (the thread-local generator is not Send).
+    let keys: Vec<String> = {
+        let mut rng = rand::rng();
+        (0..args.batch.max(1))
+            .map(|_| format!("k{}", rng.random_range(0..1024)))
+            .collect()
+    };
+    let result = if args.batch <= 1 {
+        client
+            .put_record(
+                &args.stream,
+                &keys[0],
+                payload(args.record_size, producer, seq),
+            )
+            .await
+            .map(|_| (1u64, 0u64))
+    } else {
+        let entries = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    k,
+                    payload(args.record_size, producer, seq.wrapping_add(i as u32)),
+                )
+            })
+            .collect();
+        client.put_records(&args.stream, entries).await.map(|r| {
+            let failed = u64::from(r.failed_record_count);
+            (args.batch as u64 - failed, failed)
+        })
+    };
+    if !stats.measuring.load(Ordering::Relaxed) {
+        return;
+    }
+    match result {
+        Ok((ok, failed)) => {
+            stats.acked.fetch_add(ok, Ordering::Relaxed);
+            stats
+                .bytes
+                .fetch_add(ok * args.record_size as u64, Ordering::Relaxed);
+            stats.throttled.fetch_add(failed, Ordering::Relaxed);
+            Stats::record(&stats.ack, started.elapsed().as_micros() as u64);
+        }
+        Err(runnel_types::Error::ProvisionedThroughputExceeded(_)) => {
+            stats
+                .throttled
+                .fetch_add(args.batch as u64, Ordering::Relaxed);
+        }
+        Err(_) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn producer(id: u32, client: Client, args: Arc<Args>, stats: Arc<Stats>, stop: Instant) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
+    let mut seq = 0u32;
+    if args.rate == 0 {
+        while Instant::now() < stop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (c, a, s) = (client.clone(), args.clone(), stats.clone());
+            tokio::spawn(async move {
+                send(c, a, s, id, seq, Instant::now()).await;
+                drop(permit);
+            });
+            seq = seq.wrapping_add(args.batch as u32);
+        }
+    } else {
+        // Requests per second of this producer.
+        let per_sec = args.rate as f64 / args.batch.max(1) as f64 / args.producers.max(1) as f64;
+        let interval = Duration::from_secs_f64(1.0 / per_sec.max(0.001));
+        let start = Instant::now();
+        let mut n = 0u64;
+        while Instant::now() < stop {
+            let due = start + interval.mul_f64(n as f64);
+            n += 1;
+            tokio::time::sleep_until(due.into()).await;
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                if stats.measuring.load(Ordering::Relaxed) {
+                    stats.late.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            };
+            let (c, a, s) = (client.clone(), args.clone(), stats.clone());
+            tokio::spawn(async move {
+                send(c, a, s, id, seq, due).await;
+                drop(permit);
+            });
+            seq = seq.wrapping_add(args.batch as u32);
+        }
+    }
+    // Let outstanding requests finish (bounded).
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        slots.acquire_many(args.in_flight.max(1) as u32),
+    )
+    .await;
+}
+
+async fn consumer(
+    client: Client,
+    args: Arc<Args>,
+    shard: String,
+    stats: Arc<Stats>,
+    stop: Instant,
+) {
+    let Ok(mut it) = client
+        .shard_iterator(&args.stream, &shard, &Start::Latest)
+        .await
+    else {
+        eprintln!("consumer {shard}: no iterator");
+        return;
+    };
+    while Instant::now() < stop {
+        match client.get_records(&it, 10_000).await {
+            Ok(r) => {
+                let now = now_ns();
+                if stats.measuring.load(Ordering::Relaxed) {
+                    for rec in &r.records {
+                        if rec.data.len() >= 8 {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&rec.data[..8]);
+                            let sent = u64::from_le_bytes(b);
+                            Stats::record(&stats.propagation, now.saturating_sub(sent) / 1000);
+                        }
+                    }
+                    stats
+                        .delivered
+                        .fetch_add(r.records.len() as u64, Ordering::Relaxed);
+                }
+                if !r.next_shard_iterator.is_empty() {
+                    it = r.next_shard_iterator;
+                }
+                if r.records.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Err(e) => {
+                eprintln!("consumer {shard}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn percentiles(h: &Option<Histogram<u64>>) -> serde_json::Value {
+    match h {
+        Some(h) if !h.is_empty() => serde_json::json!({
+            "count": h.len(),
+            "p50_ms": h.value_at_quantile(0.50) as f64 / 1000.0,
+            "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
+            "p999_ms": h.value_at_quantile(0.999) as f64 / 1000.0,
+            "max_ms": h.max() as f64 / 1000.0,
+        }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arc::new(Args::parse());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Arc<Args>) -> Result<(), String> {
+    let endpoints: Vec<String> = args
+        .endpoints
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err("no endpoints".into());
+    }
+    let clients: Vec<Client> = endpoints
+        .iter()
+        .map(|e| Client::connect_lazy(e).map_err(|err| format!("{e}: {err}")))
+        .collect::<Result<_, _>>()?;
+    if args.create_shards > 0 {
+        match clients[0]
+            .create_stream(&args.stream, args.create_shards, 0)
+            .await
+        {
+            Ok(()) => {}
+            Err(runnel_types::Error::ResourceInUse(_)) => {}
+            Err(e) => return Err(format!("CreateStream: {e}")),
+        }
+        clients[0]
+            .wait_active(&args.stream, Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("stream not active: {e}"))?;
+    }
+    let shards: Vec<String> = clients[0]
+        .list_shards(&args.stream)
+        .await
+        .map_err(|e| format!("ListShards: {e}"))?
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    let stats = Arc::new(Stats::default());
+    let total = Duration::from_secs(args.warmup + args.duration);
+    let stop = Instant::now() + total;
+    let mut tasks = Vec::new();
+    if args.consumers {
+        for (i, shard) in shards.iter().enumerate() {
+            tasks.push(tokio::spawn(consumer(
+                clients[i % clients.len()].clone(),
+                args.clone(),
+                shard.clone(),
+                stats.clone(),
+                stop + Duration::from_secs(2),
+            )));
+        }
+        // Consumers start at LATEST: give them their iterators before the load starts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for p in 0..args.producers {
+        tasks.push(tokio::spawn(producer(
+            p as u32,
+            clients[p % clients.len()].clone(),
+            args.clone(),
+            stats.clone(),
+            stop,
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    *stats.ack.lock().map_err(|_| "lock")? = Some(histogram()?);
+    *stats.propagation.lock().map_err(|_| "lock")? = Some(histogram()?);
+    stats.measuring.store(true, Ordering::Relaxed);
+    let measured_from = Instant::now();
+    let mut last = 0u64;
+    for sec in 1..=args.duration {
+        tokio::time::sleep_until((measured_from + Duration::from_secs(sec)).into()).await;
+        let acked = stats.acked.load(Ordering::Relaxed);
+        let (p50, p99) = stats
+            .ack
+            .lock()
+            .ok()
+            .and_then(|g| {
+                g.as_ref()
+                    .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
+            })
+            .unwrap_or((0, 0));
+        eprintln!(
+            "t={sec:>3}s  {:>8} rec/s  {:>7.1} MB/s  ack p50 {:>7.2} ms  p99 {:>7.2} ms  throttled {}  errors {}  late {}",
+            acked - last,
+            (acked - last) as f64 * args.record_size as f64 / 1e6,
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0,
+            stats.throttled.load(Ordering::Relaxed),
+            stats.errors.load(Ordering::Relaxed),
+            stats.late.load(Ordering::Relaxed),
+        );
+        last = acked;
+    }
+    let elapsed = measured_from.elapsed().as_secs_f64();
+    stats.measuring.store(false, Ordering::Relaxed);
+    let acked = stats.acked.load(Ordering::Relaxed);
+    let ack = stats.ack.lock().map_err(|_| "lock")?.clone();
+    let propagation = stats.propagation.lock().map_err(|_| "lock")?.clone();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    let result = serde_json::json!({
+        "label": args.label,
+        "mode": if args.rate == 0 { "closed-loop" } else { "open-loop" },
+        "rate": args.rate,
+        "producers": args.producers,
+        "in_flight": args.in_flight,
+        "record_size": args.record_size,
+        "batch": args.batch,
+        "shards": shards.len(),
+        "seconds": elapsed,
+        "records_per_sec": acked as f64 / elapsed,
+        "mb_per_sec": acked as f64 * args.record_size as f64 / elapsed / 1e6,
+        "acked": acked,
+        "throttled": stats.throttled.load(Ordering::Relaxed),
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "late": stats.late.load(Ordering::Relaxed),
+        "delivered": stats.delivered.load(Ordering::Relaxed),
+        "ack_latency": percentiles(&ack),
+        "propagation": percentiles(&propagation),
+    });
+    let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!("{text}");
+    let ms = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_f64())
+            .map_or("-".to_string(), |x| format!("{x:.2}"))
+    };
+    println!(
+        "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} |",
+        args.label,
+        result["mode"].as_str().unwrap_or(""),
+        result["records_per_sec"].as_f64().unwrap_or(0.0),
+        result["mb_per_sec"].as_f64().unwrap_or(0.0),
+        ms(&result["ack_latency"], "p50_ms"),
+        ms(&result["ack_latency"], "p99_ms"),
+        ms(&result["propagation"], "p50_ms"),
+        ms(&result["propagation"], "p99_ms"),
+    );
+    Ok(())
+}
