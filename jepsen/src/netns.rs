@@ -5,8 +5,10 @@
 //! delay fault (the proxy mode has one).
 //!
 //! Names are derived from the harness's pid (`rj<pid>-<i>` namespaces, bridge `brj<pid>`, veth
-//! `vrj<pid>-<i>`, subnet `10.231.<pid mod 250>.0/24`), so concurrent runs do not collide; at
-//! creation, leftovers of runs whose harness process is gone are deleted.
+//! `vrj<pid>-<i>`, subnet `10.231.<pid mod 250>.0/24`), so concurrent runs rarely collide (two
+//! runs whose pids agree modulo 250 get the same subnet: run them one at a time); at creation,
+//! leftovers of runs whose harness process is gone are deleted. A host with `br_netfilter`
+//! loaded and a FORWARD policy of DROP (Docker sets one) drops the bridged traffic.
 //!
 //! Invariants: only namespaces, links and addresses created here are touched; [`Netns`]
 //! deletes all of them when dropped (the node processes must be stopped first: a namespace

@@ -12,6 +12,10 @@
 //!   instead of a corrupted stream);
 //! * every task belongs to its [`Proxy`]; dropping the proxy stops the listener and closes every
 //!   connection.
+//!
+//! Limits: when one side closes its direction, the whole connection is closed (no half-close;
+//! gRPC over HTTP/2 never half-closes); a delayed direction buffers without bound (faults are
+//! short).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
