@@ -123,6 +123,8 @@ impl Recorder {
 
 const STREAM: &str = "jepsen";
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Consecutive "no such stream" answers (200 ms apart) after which a drain gives up.
+const DRAIN_GIVE_UP: usize = 50;
 /// Process id of the final restart in the history.
 const FINAL_PROCESS: u64 = 9001;
 
@@ -450,6 +452,7 @@ async fn consumer(
     let mut last: Option<String> = None;
     let mut iterator: Option<String> = None;
     let mut n = 0usize;
+    let mut missing = 0usize;
     while tokio::time::Instant::now() < deadline {
         let node = n % endpoints.len();
         n += 1;
@@ -479,12 +482,20 @@ async fn consumer(
                             ..Default::default()
                         };
                         rec.push(e.clone());
+                        let err = other.ok().and_then(Result::err);
+                        // A drain stops once the stream has been missing for 10 s on every
+                        // node it asked (the checker then counts its values as lost).
+                        if matches!(err, Some(runnel_types::Error::ResourceNotFound(_))) {
+                            missing += 1;
+                        } else {
+                            missing = 0;
+                        }
                         e.ty = Some(Type::Info);
-                        e.error = Some(format!(
-                            "GetShardIterator: {}",
-                            unknown_outcome(other.ok().and_then(Result::err))
-                        ));
+                        e.error = Some(format!("GetShardIterator: {}", unknown_outcome(err)));
                         rec.push(e);
+                        if f == F::Drain && missing >= DRAIN_GIVE_UP {
+                            return;
+                        }
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
