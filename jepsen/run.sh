@@ -6,7 +6,8 @@
 #   jepsen/run.sh everything --time-limit 1200         the long randomized run
 # Scenarios: none kill leader-kill kill-majority kill-all pause partition partition-one
 #   partition-majority partition-bridge partition-one-way partition-client-leader delay clock
-#   power-loss everything.   Bugs: drop-applied-records reuse-sequence-numbers ack-before-fsync.
+#   power-loss everything.   Bugs: drop-applied-records reuse-sequence-numbers ack-before-fsync
+#   restore-leader.
 # Each run writes jepsen/runs/<time>-<scenario>/ (history.jsonl, verdict.json, report.svg, node
 # configs and logs; node data only with JEPSEN_KEEP_DATA=1) and exits 0 only when every safety
 # invariant holds (1: an anomaly, 2: the harness failed).

@@ -48,7 +48,8 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
         /// Switch on a deliberate server bug: drop-applied-records (expect divergence),
-        /// reuse-sequence-numbers (inconsistent-offsets), ack-before-fsync (lost-write).
+        /// reuse-sequence-numbers (inconsistent-offsets), ack-before-fsync (lost-write),
+        /// restore-leader (stale-read, rarely).
         #[arg(long)]
         bug: Option<Bug>,
         /// Network mode: proxy (127.0.0.1 and TCP proxies; no root; has delays) or netns (a
