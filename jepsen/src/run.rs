@@ -459,6 +459,16 @@ async fn consumer(
         let Ok(client) = runnel_client::Client::connect_lazy(&endpoints[node]) else {
             continue;
         };
+        // The invocation of this read (completions copy it and set their type and result).
+        let read_event = || Event {
+            process,
+            ty: Some(Type::Invoke),
+            f: Some(f),
+            node: node as u64 + 1,
+            shard: Some(shard.clone()),
+            from: last.clone(),
+            ..Default::default()
+        };
         let it = match iterator.take() {
             Some(it) => it,
             None => {
@@ -472,15 +482,7 @@ async fn consumer(
                     Ok(Ok(it)) => it,
                     other => {
                         // Recorded: a drain that ends on "no such stream" means data is gone.
-                        let mut e = Event {
-                            process,
-                            ty: Some(Type::Invoke),
-                            f: Some(f),
-                            node: node as u64 + 1,
-                            shard: Some(shard.clone()),
-                            from: last.clone(),
-                            ..Default::default()
-                        };
+                        let mut e = read_event();
                         rec.push(e.clone());
                         let err = other.ok().and_then(Result::err);
                         // A drain stops once the stream has been missing for 10 s on every
@@ -502,24 +504,9 @@ async fn consumer(
                 }
             }
         };
-        rec.push(Event {
-            process,
-            ty: Some(Type::Invoke),
-            f: Some(f),
-            node: node as u64 + 1,
-            shard: Some(shard.clone()),
-            from: last.clone(),
-            ..Default::default()
-        });
+        rec.push(read_event());
         let outcome = tokio::time::timeout(OP_TIMEOUT, client.get_records(&it, 1000)).await;
-        let mut done = Event {
-            process,
-            f: Some(f),
-            node: node as u64 + 1,
-            shard: Some(shard.clone()),
-            from: last.clone(),
-            ..Default::default()
-        };
+        let mut done = read_event();
         match outcome {
             Ok(Ok(r)) => {
                 done.ty = Some(Type::Ok);

@@ -27,6 +27,28 @@ struct Bucket {
     at_ms: u64,
 }
 
+/// `group`'s bucket in `map` (created full), refilled at the rates (per second) up to one second
+/// of capacity as of `now_ms`.
+fn refilled(
+    map: &mut HashMap<u64, Bucket>,
+    group: u64,
+    bytes_per_sec: u64,
+    count_per_sec: u64,
+    now_ms: u64,
+) -> &mut Bucket {
+    let (cap_b, cap_c) = (bytes_per_sec as f64, count_per_sec as f64);
+    let b = map.entry(group).or_insert(Bucket {
+        bytes: cap_b,
+        records: cap_c,
+        at_ms: now_ms,
+    });
+    let elapsed = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
+    b.bytes = (b.bytes + elapsed * cap_b).min(cap_b);
+    b.records = (b.records + elapsed * cap_c).min(cap_c);
+    b.at_ms = b.at_ms.max(now_ms);
+    b
+}
+
 /// The write limiter of one node (buckets of the shards it leads).
 #[derive(Debug)]
 pub struct WriteThrottle {
@@ -52,15 +74,13 @@ impl WriteThrottle {
         let Ok(mut map) = self.buckets.lock() else {
             return true;
         };
-        let b = map.entry(group).or_insert(Bucket {
-            bytes: cap_b,
-            records: cap_r,
-            at_ms: now_ms,
-        });
-        let elapsed = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
-        b.bytes = (b.bytes + elapsed * cap_b).min(cap_b);
-        b.records = (b.records + elapsed * cap_r).min(cap_r);
-        b.at_ms = b.at_ms.max(now_ms);
+        let b = refilled(
+            &mut map,
+            group,
+            self.bytes_per_sec,
+            self.records_per_sec,
+            now_ms,
+        );
         let bytes_ok = self.bytes_per_sec == 0 || bytes as f64 <= b.bytes || b.bytes >= cap_b;
         let records_ok =
             self.records_per_sec == 0 || records as f64 <= b.records || b.records >= cap_r;
@@ -95,18 +115,13 @@ impl ReadThrottle {
         }
     }
 
-    fn refill(&self, map: &mut HashMap<u64, Bucket>, group: u64, now_ms: u64) -> Bucket {
-        let (cap_b, cap_c) = (self.bytes_per_sec as f64, self.calls_per_sec as f64);
-        let b = map.entry(group).or_insert(Bucket {
-            bytes: cap_b,
-            records: cap_c,
-            at_ms: now_ms,
-        });
-        let elapsed = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
-        b.bytes = (b.bytes + elapsed * cap_b).min(cap_b);
-        b.records = (b.records + elapsed * cap_c).min(cap_c);
-        b.at_ms = b.at_ms.max(now_ms);
-        *b
+    fn refill<'a>(
+        &self,
+        map: &'a mut HashMap<u64, Bucket>,
+        group: u64,
+        now_ms: u64,
+    ) -> &'a mut Bucket {
+        refilled(map, group, self.bytes_per_sec, self.calls_per_sec, now_ms)
     }
 
     /// Admits one GetRecords call on `group` at `now_ms` (taking one call token), or returns
@@ -121,10 +136,8 @@ impl ReadThrottle {
         if !(calls_ok && bytes_ok) {
             return false;
         }
-        if let Some(b) = map.get_mut(&group) {
-            if self.calls_per_sec > 0 {
-                b.records -= 1.0;
-            }
+        if self.calls_per_sec > 0 {
+            b.records -= 1.0;
         }
         true
     }
@@ -137,11 +150,9 @@ impl ReadThrottle {
         let Ok(mut map) = self.buckets.lock() else {
             return;
         };
-        self.refill(&mut map, group, now_ms);
         let floor = -5.0 * self.bytes_per_sec as f64;
-        if let Some(b) = map.get_mut(&group) {
-            b.bytes = (b.bytes - bytes as f64).max(floor);
-        }
+        let b = self.refill(&mut map, group, now_ms);
+        b.bytes = (b.bytes - bytes as f64).max(floor);
     }
 }
 
