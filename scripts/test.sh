@@ -13,6 +13,9 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --workspace --no-fail-fast -- --test-threads="${RUNNEL_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
+# Smoke run of the Criterion micro-benchmarks: each runs once in test mode (debug profile; no
+# timing is measured or asserted, it only proves they still build and run).
+cargo test --locked --workspace --bench '*' --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 
 # The Kinesis-compatibility suite: boto3 (and cbor2) against real clusters of the binary built
 # above. Installs its Python packages if they are missing.

@@ -1,4 +1,5 @@
-//! `runnel-load`: a load generator for a Runnel cluster (gRPC API).
+//! `runnel-load`: a load generator for a Runnel cluster (gRPC API) and, with `--system nats`,
+//! for a NATS JetStream cluster, so both are driven by the same code and concurrency.
 //!
 //! Producers write records of a fixed size, alone (PutRecord) or in PutRecords batches, either
 //! closed-loop (each producer keeps `--in-flight` requests outstanding: throughput at
@@ -8,6 +9,11 @@
 //! and measure end-to-end propagation: from the moment the record was handed to the client to
 //! the moment a consumer received it (the send time travels in the record's first 8 bytes; all
 //! processes share the machine's clock).
+//!
+//! Runnel consumers long-poll GetRecords (`--poll-wait-ms`, a Runnel extension) or, with 0,
+//! poll like a Kinesis consumer every 200 ms when a shard has nothing new. On NATS, `--shards`
+//! streams (R3, file storage) stand for the shards: each record goes to stream `hash(key) % N`;
+//! consumers are ephemeral pull consumers (deliver new, no acks), one per stream.
 //!
 //! Output: a progress line per second, then the results as JSON (`--json`) and one Markdown
 //! table row. Latencies are HdrHistogram percentiles over the measured window (after
@@ -25,15 +31,23 @@ use runnel_client::{Client, Start};
 #[derive(Parser, Clone, Debug)]
 #[command(name = "runnel-load", about = "Load generator for Runnel (gRPC)")]
 struct Args {
-    /// gRPC endpoints, comma-separated; producers and consumers rotate over them.
+    /// The system under test: `runnel` (gRPC endpoints) or `nats` (NATS URLs).
+    #[arg(long, default_value = "runnel", value_parser = ["runnel", "nats"])]
+    system: String,
+    /// Endpoints, comma-separated; producers and consumers rotate over them (Runnel: gRPC
+    /// URLs such as http://127.0.0.1:4600; NATS: nats://127.0.0.1:4222).
     #[arg(long, default_value = "http://127.0.0.1:4600")]
     endpoints: String,
     /// Stream to write.
     #[arg(long, default_value = "bench")]
     stream: String,
-    /// Create the stream with this many shards first (0: it must exist).
+    /// Create the stream with this many shards first (0: it must exist). On NATS: create this
+    /// many JetStream streams (R3, file storage) named `<stream>0..`.
     #[arg(long, default_value_t = 0)]
     create_shards: u32,
+    /// NATS only: how many streams `<stream>0..` to write when they already exist.
+    #[arg(long, default_value_t = 1)]
+    nats_streams: u32,
     /// Concurrent producers.
     #[arg(long, default_value_t = 4)]
     producers: usize,
@@ -56,15 +70,29 @@ struct Args {
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Runnel: send records through the client's batching, leader-aware `Producer` (one per
+    /// load producer; `--in-flight` records outstanding each) instead of one call per request.
+    #[arg(long)]
+    client_batching: bool,
+    /// With `--client-batching`: PutRecords calls outstanding per shard in each producer.
+    #[arg(long, default_value_t = 2)]
+    producer_calls_per_shard: usize,
     /// Follow every shard with GetRecords and measure propagation.
     #[arg(long)]
     consumers: bool,
+    /// Runnel consumers: long-poll wait per GetRecords in ms (0 = poll every 200 ms when
+    /// nothing is new, as a Kinesis consumer does).
+    #[arg(long, default_value_t = 1000)]
+    poll_wait_ms: u64,
+    /// Delete the stream (NATS: the streams) after the run.
+    #[arg(long)]
+    delete_after: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// A label for the results (the table row's first column).
-    #[arg(long, default_value = "runnel")]
-    label: String,
+    /// A label for the results (the table row's first column; default: the system).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 fn now_ns() -> u64 {
@@ -109,9 +137,56 @@ fn payload(size: usize, producer: u32, seq: u32) -> Vec<u8> {
     d
 }
 
+/// Where producers and consumers send their calls.
+#[derive(Clone)]
+enum Target {
+    Runnel(Client),
+    /// Runnel through the client's batching, leader-aware producer (one per load producer).
+    Producer(runnel_client::Producer),
+    /// A JetStream context and the number of streams standing for shards.
+    Nats(async_nats::jetstream::Context, u32),
+}
+
+/// The NATS stream a key goes to: FNV-1a of the key modulo the stream count.
+fn nats_stream_of(key: &str, streams: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % streams.max(1)
+}
+
+/// Publishes `entries` to JetStream and waits for every acknowledgement; returns (ok, failed).
+async fn nats_send(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    streams: u32,
+    entries: Vec<(String, Vec<u8>)>,
+) -> Result<(u64, u64), String> {
+    let mut acks = Vec::with_capacity(entries.len());
+    for (key, data) in entries {
+        let subject = format!("{stream}{}.{key}", nats_stream_of(&key, streams));
+        let ack = js
+            .publish(subject, bytes::Bytes::from(data))
+            .await
+            .map_err(|e| e.to_string())?;
+        acks.push(ack);
+    }
+    let mut ok = 0;
+    let mut failed = 0;
+    for ack in acks {
+        match ack.await {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    Ok((ok, failed))
+}
+
 /// Sends one request of `batch` records; `started` is when it was due (open loop) or sent.
 async fn send(
-    client: Client,
+    target: Target,
     args: Arc<Args>,
     stats: Arc<Stats>,
     producer: u32,
@@ -125,30 +200,59 @@ async fn send(
             .map(|_| format!("k{}", rng.random_range(0..1024)))
             .collect()
     };
-    let result = if args.batch <= 1 {
-        client
-            .put_record(
-                &args.stream,
-                &keys[0],
-                payload(args.record_size, producer, seq),
+    let entries: Vec<(String, Vec<u8>)> = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                k,
+                payload(args.record_size, producer, seq.wrapping_add(i as u32)),
             )
-            .await
-            .map(|_| (1u64, 0u64))
-    } else {
-        let entries = keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| {
-                (
-                    k,
-                    payload(args.record_size, producer, seq.wrapping_add(i as u32)),
-                )
-            })
-            .collect();
-        client.put_records(&args.stream, entries).await.map(|r| {
-            let failed = u64::from(r.failed_record_count);
-            (args.batch as u64 - failed, failed)
         })
+        .collect();
+    let n = entries.len() as u64;
+    // Ok((acknowledged, refused)), Err(throttled?)
+    let result: Result<(u64, u64), bool> = match &target {
+        Target::Runnel(client) if n == 1 => {
+            let (key, data) = entries.into_iter().next().unwrap_or_default();
+            match client.put_record(&args.stream, &key, data).await {
+                Ok(_) => Ok((1, 0)),
+                Err(runnel_types::Error::ProvisionedThroughputExceeded(_)) => Err(true),
+                Err(_) => Err(false),
+            }
+        }
+        Target::Runnel(client) => match client.put_records(&args.stream, entries).await {
+            Ok(r) => {
+                let failed = u64::from(r.failed_record_count);
+                Ok((n - failed, failed))
+            }
+            Err(runnel_types::Error::ProvisionedThroughputExceeded(_)) => Err(true),
+            Err(_) => Err(false),
+        },
+        Target::Producer(p) => {
+            let sends = entries.into_iter().map(|(k, d)| p.send(k, d));
+            let mut ok = 0;
+            let mut failed = 0;
+            let mut throttled = false;
+            for r in futures::future::join_all(sends).await {
+                match r {
+                    Ok(_) => ok += 1,
+                    Err(runnel_types::Error::ProvisionedThroughputExceeded(_)) => {
+                        throttled = true;
+                        failed += 1
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            if ok == 0 {
+                Err(throttled)
+            } else {
+                Ok((ok, failed))
+            }
+        }
+        Target::Nats(js, streams) => nats_send(js, &args.stream, *streams, entries)
+            .await
+            .map_err(|_| false),
     };
     if !stats.measuring.load(Ordering::Relaxed) {
         return;
@@ -162,18 +266,16 @@ async fn send(
             stats.throttled.fetch_add(failed, Ordering::Relaxed);
             Stats::record(&stats.ack, started.elapsed().as_micros() as u64);
         }
-        Err(runnel_types::Error::ProvisionedThroughputExceeded(_)) => {
-            stats
-                .throttled
-                .fetch_add(args.batch as u64, Ordering::Relaxed);
+        Err(true) => {
+            stats.throttled.fetch_add(n, Ordering::Relaxed);
         }
-        Err(_) => {
+        Err(false) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn producer(id: u32, client: Client, args: Arc<Args>, stats: Arc<Stats>, stop: Instant) {
+async fn producer(id: u32, target: Target, args: Arc<Args>, stats: Arc<Stats>, stop: Instant) {
     let slots = Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
     let mut seq = 0u32;
     if args.rate == 0 {
@@ -181,9 +283,9 @@ async fn producer(id: u32, client: Client, args: Arc<Args>, stats: Arc<Stats>, s
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let (c, a, s) = (client.clone(), args.clone(), stats.clone());
+            let (t, a, s) = (target.clone(), args.clone(), stats.clone());
             tokio::spawn(async move {
-                send(c, a, s, id, seq, Instant::now()).await;
+                send(t, a, s, id, seq, Instant::now()).await;
                 drop(permit);
             });
             seq = seq.wrapping_add(args.batch as u32);
@@ -204,9 +306,9 @@ async fn producer(id: u32, client: Client, args: Arc<Args>, stats: Arc<Stats>, s
                 }
                 continue;
             };
-            let (c, a, s) = (client.clone(), args.clone(), stats.clone());
+            let (t, a, s) = (target.clone(), args.clone(), stats.clone());
             tokio::spawn(async move {
-                send(c, a, s, id, seq, due).await;
+                send(t, a, s, id, seq, due).await;
                 drop(permit);
             });
             seq = seq.wrapping_add(args.batch as u32);
@@ -220,7 +322,26 @@ async fn producer(id: u32, client: Client, args: Arc<Args>, stats: Arc<Stats>, s
     .await;
 }
 
-async fn consumer(
+/// Records the propagation time of delivered records (send time in their first 8 bytes).
+fn delivered<'a>(stats: &Stats, data: impl Iterator<Item = &'a [u8]>) {
+    let now = now_ns();
+    if !stats.measuring.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut n = 0;
+    for d in data {
+        n += 1;
+        if d.len() >= 8 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d[..8]);
+            let sent = u64::from_le_bytes(b);
+            Stats::record(&stats.propagation, now.saturating_sub(sent) / 1000);
+        }
+    }
+    stats.delivered.fetch_add(n, Ordering::Relaxed);
+}
+
+async fn runnel_consumer(
     client: Client,
     args: Arc<Args>,
     shard: String,
@@ -234,34 +355,70 @@ async fn consumer(
         eprintln!("consumer {shard}: no iterator");
         return;
     };
+    let wait = Duration::from_millis(args.poll_wait_ms);
     while Instant::now() < stop {
-        match client.get_records(&it, 10_000).await {
+        match client.get_records_wait(&it, 10_000, wait).await {
             Ok(r) => {
-                let now = now_ns();
-                if stats.measuring.load(Ordering::Relaxed) {
-                    for rec in &r.records {
-                        if rec.data.len() >= 8 {
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(&rec.data[..8]);
-                            let sent = u64::from_le_bytes(b);
-                            Stats::record(&stats.propagation, now.saturating_sub(sent) / 1000);
-                        }
-                    }
-                    stats
-                        .delivered
-                        .fetch_add(r.records.len() as u64, Ordering::Relaxed);
-                }
+                delivered(&stats, r.records.iter().map(|r| &r.data[..]));
                 if !r.next_shard_iterator.is_empty() {
                     it = r.next_shard_iterator;
                 }
-                if r.records.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                if r.records.is_empty() && wait.is_zero() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
             Err(e) => {
                 eprintln!("consumer {shard}: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+async fn nats_consumer(
+    js: async_nats::jetstream::Context,
+    stream: String,
+    stats: Arc<Stats>,
+    stop: Instant,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use futures::StreamExt;
+    let consumer = match js.get_stream(&stream).await {
+        Ok(s) => {
+            s.create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+        }
+        Err(e) => {
+            eprintln!("consumer {stream}: {e}");
+            return;
+        }
+    };
+    let mut messages = match consumer {
+        Ok(c) => match c.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("consumer {stream}: {e}");
+                return;
+            }
+        },
+        Err(e) => {
+            eprintln!("consumer {stream}: {e}");
+            return;
+        }
+    };
+    let _ = ready.send(());
+    loop {
+        let left = stop.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, messages.next()).await {
+            Ok(Some(Ok(m))) => delivered(&stats, std::iter::once(m.payload.as_ref())),
+            Ok(Some(Err(e))) => eprintln!("consumer {stream}: {e}"),
+            Ok(None) | Err(_) => return,
         }
     }
 }
@@ -310,52 +467,72 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     if endpoints.is_empty() {
         return Err("no endpoints".into());
     }
-    let clients: Vec<Client> = endpoints
-        .iter()
-        .map(|e| Client::connect_lazy(e).map_err(|err| format!("{e}: {err}")))
-        .collect::<Result<_, _>>()?;
-    if args.create_shards > 0 {
-        match clients[0]
-            .create_stream(&args.stream, args.create_shards, 0)
-            .await
-        {
-            Ok(()) => {}
-            Err(runnel_types::Error::ResourceInUse(_)) => {}
-            Err(e) => return Err(format!("CreateStream: {e}")),
-        }
-        clients[0]
-            .wait_active(&args.stream, Duration::from_secs(60))
-            .await
-            .map_err(|e| format!("stream not active: {e}"))?;
-    }
-    let shards: Vec<String> = clients[0]
-        .list_shards(&args.stream)
-        .await
-        .map_err(|e| format!("ListShards: {e}"))?
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
     let stats = Arc::new(Stats::default());
     let total = Duration::from_secs(args.warmup + args.duration);
-    let stop = Instant::now() + total;
     let mut tasks = Vec::new();
+    let (targets, shards) = if args.system == "nats" {
+        setup_nats(&args, &endpoints).await?
+    } else {
+        setup_runnel(&args, &endpoints).await?
+    };
+    // Consumers run until the end of the run; they are aborted once it is measured.
+    let consumers_stop = Instant::now() + total + Duration::from_secs(60);
+    let mut consumer_tasks = Vec::new();
     if args.consumers {
+        let mut ready = Vec::new();
         for (i, shard) in shards.iter().enumerate() {
-            tasks.push(tokio::spawn(consumer(
-                clients[i % clients.len()].clone(),
-                args.clone(),
-                shard.clone(),
-                stats.clone(),
-                stop + Duration::from_secs(2),
-            )));
+            match &targets[i % targets.len()] {
+                Target::Runnel(client) => consumer_tasks.push(tokio::spawn(runnel_consumer(
+                    client.clone(),
+                    args.clone(),
+                    shard.clone(),
+                    stats.clone(),
+                    consumers_stop,
+                ))),
+                Target::Producer(_) => {}
+                Target::Nats(js, _) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    ready.push(rx);
+                    consumer_tasks.push(tokio::spawn(nats_consumer(
+                        js.clone(),
+                        shard.clone(),
+                        stats.clone(),
+                        consumers_stop,
+                        tx,
+                    )));
+                }
+            }
+        }
+        for r in ready {
+            let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
         }
         // Consumers start at LATEST: give them their iterators before the load starts.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let mut producer_targets = Vec::new();
     for p in 0..args.producers {
+        let t = targets[p % targets.len()].clone();
+        producer_targets.push(match (&t, args.client_batching) {
+            (Target::Runnel(client), true) => Target::Producer(
+                runnel_client::Producer::new(
+                    client.clone(),
+                    &args.stream,
+                    runnel_client::ProducerConfig {
+                        max_in_flight: args.producer_calls_per_shard,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| format!("producer: {e}"))?,
+            ),
+            _ => t,
+        });
+    }
+    let stop = Instant::now() + total;
+    for (p, target) in producer_targets.into_iter().enumerate() {
         tasks.push(tokio::spawn(producer(
             p as u32,
-            clients[p % clients.len()].clone(),
+            target,
             args.clone(),
             stats.clone(),
             stop,
@@ -399,8 +576,31 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
+    for t in consumer_tasks {
+        t.abort();
+    }
+    if args.delete_after {
+        match targets.first() {
+            Some(Target::Runnel(client)) => {
+                if let Err(e) = client.delete_stream(&args.stream).await {
+                    eprintln!("DeleteStream {}: {e}", args.stream);
+                }
+            }
+            Some(Target::Producer(_)) => {}
+            Some(Target::Nats(js, _)) => {
+                for name in &shards {
+                    if let Err(e) = js.delete_stream(name).await {
+                        eprintln!("deleting NATS stream {name}: {e}");
+                    }
+                }
+            }
+            None => {}
+        }
+    }
     let result = serde_json::json!({
-        "label": args.label,
+        "label": args.label.clone().unwrap_or_else(|| args.system.clone()),
+        "system": args.system,
+        "client_batching": args.client_batching,
         "mode": if args.rate == 0 { "closed-loop" } else { "open-loop" },
         "rate": args.rate,
         "producers": args.producers,
@@ -431,7 +631,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     };
     println!(
         "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} |",
-        args.label,
+        result["label"].as_str().unwrap_or(""),
         result["mode"].as_str().unwrap_or(""),
         result["records_per_sec"].as_f64().unwrap_or(0.0),
         result["mb_per_sec"].as_f64().unwrap_or(0.0),
@@ -441,4 +641,95 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         ms(&result["propagation"], "p99_ms"),
     );
     Ok(())
+}
+
+/// Connects to Runnel, creates the stream if asked; returns one target per endpoint and the
+/// shard ids.
+async fn setup_runnel(
+    args: &Args,
+    endpoints: &[String],
+) -> Result<(Vec<Target>, Vec<String>), String> {
+    let clients: Vec<Client> = endpoints
+        .iter()
+        .map(|e| Client::connect_lazy(e).map_err(|err| format!("{e}: {err}")))
+        .collect::<Result<_, _>>()?;
+    if args.create_shards > 0 {
+        match clients[0]
+            .create_stream(&args.stream, args.create_shards, 0)
+            .await
+        {
+            Ok(()) => {}
+            Err(runnel_types::Error::ResourceInUse(_)) => {}
+            Err(e) => return Err(format!("CreateStream: {e}")),
+        }
+        clients[0]
+            .wait_active(&args.stream, Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("stream not active: {e}"))?;
+    }
+    let shards: Vec<String> = clients[0]
+        .list_shards(&args.stream)
+        .await
+        .map_err(|e| format!("ListShards: {e}"))?
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    Ok((clients.into_iter().map(Target::Runnel).collect(), shards))
+}
+
+/// Connects one NATS client per producer (rotating over the URLs), creates the streams if
+/// asked; returns the targets and the stream names.
+async fn setup_nats(
+    args: &Args,
+    endpoints: &[String],
+) -> Result<(Vec<Target>, Vec<String>), String> {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    let streams = if args.create_shards > 0 {
+        args.create_shards
+    } else {
+        args.nats_streams.max(1)
+    };
+    let mut contexts = Vec::new();
+    for i in 0..args.producers.max(1) {
+        let url = &endpoints[i % endpoints.len()];
+        let client = async_nats::ConnectOptions::new()
+            .connect(url.as_str())
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        contexts.push(async_nats::jetstream::new(client));
+    }
+    let names: Vec<String> = (0..streams)
+        .map(|i| format!("{}{i}", args.stream))
+        .collect();
+    if args.create_shards > 0 {
+        for name in &names {
+            // A fresh cluster may not have elected its JetStream meta leader yet: retry.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let created = contexts[0]
+                    .get_or_create_stream(Config {
+                        name: name.clone(),
+                        subjects: vec![format!("{name}.>")],
+                        storage: StorageType::File,
+                        num_replicas: 3,
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(format!("creating NATS stream {name}: {e}"))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+    }
+    Ok((
+        contexts
+            .into_iter()
+            .map(|c| Target::Nats(c, streams))
+            .collect(),
+        names,
+    ))
 }

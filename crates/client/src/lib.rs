@@ -11,6 +11,9 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use runnel_proto::v1;
 
+pub mod producer;
+pub use producer::{Producer, ProducerConfig};
+
 /// Largest message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -323,6 +326,20 @@ impl Client {
         iterator: &str,
         limit: u32,
     ) -> Result<pb::GetRecordsResponse, Error> {
+        self.get_records_wait(iterator, limit, Duration::ZERO).await
+    }
+
+    /// GetRecords as a long poll (a Runnel extension): when the shard has nothing new, the
+    /// leader holds the call until a record is committed or `wait` (capped at 5 s by the server)
+    /// passes, then answers (possibly with no records). Retries throttled calls as
+    /// [`Client::get_records`] does.
+    pub async fn get_records_wait(
+        &self,
+        iterator: &str,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<pb::GetRecordsResponse, Error> {
+        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         let mut backoff = Duration::from_millis(100);
         loop {
             let r = self
@@ -330,6 +347,7 @@ impl Client {
                 .get_records(pb::GetRecordsRequest {
                     shard_iterator: iterator.to_string(),
                     limit,
+                    wait_ms,
                 })
                 .await
                 .map_err(|s| from_status(&s));

@@ -481,7 +481,13 @@ async fn tail(client: &Client, stream: &str, from: Start, output: Output) -> Res
                 .await
                 .map_err(fmt_err)?;
             loop {
-                let r = client.get_records(&it, 10_000).await.map_err(fmt_err)?;
+                // Stay within the 5 reads per second per shard of Kinesis; between calls the
+                // long poll holds the call until records arrive.
+                let paced = tokio::time::sleep(Duration::from_millis(200));
+                let r = client
+                    .get_records_wait(&it, 10_000, Duration::from_secs(5))
+                    .await
+                    .map_err(fmt_err)?;
                 for rec in &r.records {
                     print_record(output, &sh.shard_id, rec);
                 }
@@ -489,10 +495,7 @@ async fn tail(client: &Client, stream: &str, from: Start, output: Output) -> Res
                     return Ok::<(), String>(());
                 }
                 it = r.next_shard_iterator;
-                if r.records.is_empty() {
-                    // Stay within the 5 reads per second per shard of Kinesis.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                paced.await;
             }
         }));
     }

@@ -35,6 +35,10 @@ pub fn to_status(e: &Error) -> Status {
 /// Shards of a new ON_DEMAND stream (as Kinesis: 4 MB/s, 4000 records/s of write capacity).
 pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 
+/// The longest a GetRecords long poll (`wait_ms`, a Runnel extension) may wait; the internal
+/// read RPC that carries it to the shard leader times out after 10 s.
+pub const MAX_GET_RECORDS_WAIT_MS: u32 = 5_000;
+
 /// A stream to create.
 #[derive(Clone, Debug)]
 pub struct NewStream {
@@ -525,7 +529,10 @@ impl Api {
         let started = Instant::now();
         let enhanced = metrics::Enhanced(&stream.enhanced_metrics);
         let shard_name = token.shard.to_string();
-        let result = self.get_records_from(&state, &token, &shard, limit).await;
+        let wait_ms = req.wait_ms.min(MAX_GET_RECORDS_WAIT_MS);
+        let result = self
+            .get_records_from(&state, &token, &shard, limit, wait_ms)
+            .await;
         metrics::get_records(
             enhanced,
             stream.name.as_str(),
@@ -546,6 +553,7 @@ impl Api {
         token: &IteratorToken,
         shard: &ShardMeta,
         limit: u32,
+        wait_ms: u32,
     ) -> Result<(pb::GetRecordsResponse, u64, u64)> {
         let limits = &self.node.config.limits;
         let read = self
@@ -560,6 +568,7 @@ impl Api {
                     max_bytes: limits.max_get_records_bytes,
                     mode: ReadMode::Records as i32,
                     at_timestamp_ms: 0,
+                    wait_ms,
                 },
             )
             .await?;

@@ -99,6 +99,22 @@ impl Internal for InternalService {
         ))
     }
 
+    async fn raft_batch(
+        &self,
+        request: Request<ipb::RaftBatchRequest>,
+    ) -> Result<Response<ipb::RaftBatchReply>, Status> {
+        let registry = &self.node.registry;
+        let replies = futures::future::join_all(
+            request
+                .into_inner()
+                .requests
+                .into_iter()
+                .map(|r| registry.handle_raft(r)),
+        )
+        .await;
+        Ok(Response::new(ipb::RaftBatchReply { replies }))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<ipb::SnapshotChunk>>,

@@ -508,6 +508,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
                     limit: input
                         .u64("Limit")
                         .map_or(0, |l| l.min(u64::from(u32::MAX)) as u32),
+                    wait_ms: 0,
                 })
                 .await?;
             let b64 = &base64::engine::general_purpose::STANDARD;

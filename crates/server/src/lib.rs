@@ -123,9 +123,11 @@ pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
     let mut stop_rx = stop.subscribe();
     let node_id = node.config.node_id;
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        // With a caller-supplied listener tonic ignores `Server::tcp_nodelay`: the accepted
+        // sockets must get TCP_NODELAY here, or Nagle's algorithm and delayed ACKs hold small
+        // Raft replies and API responses back by tens of milliseconds.
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(api)
             .add_service(internal)
             .serve_with_incoming_shutdown(incoming, async move {

@@ -41,8 +41,6 @@ pub const NOT_LEADER: &str = "NotLeader";
 const MAX_ENTRY_RECORDS: usize = 0x1_0000;
 /// Most payload bytes in one Raft entry.
 const MAX_ENTRY_BYTES: usize = 8 << 20;
-/// Entries proposed and not yet applied, per shard leader.
-const MAX_INFLIGHT_ENTRIES: usize = 64;
 /// Attempts to find a leader before giving up with a retryable error.
 const ROUTE_ATTEMPTS: usize = 40;
 
@@ -894,7 +892,13 @@ impl Node {
             }
         }
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(batch_loop(group, raft, rx, self.clock.clone()));
+        tokio::spawn(batch_loop(
+            group,
+            raft,
+            rx,
+            self.clock.clone(),
+            self.config.raft.shard_inflight_entries,
+        ));
         map.insert(group, tx.clone());
         Ok(tx)
     }
@@ -944,6 +948,7 @@ impl Node {
         let Some(raft) = self.registry.raft(group) else {
             return Attempt::NotLeader(None);
         };
+        self.registry.expedite_heartbeats(group);
         if let Err(e) = raft.ensure_linearizable().await {
             use openraft::error::{CheckIsLeaderError, RaftError};
             return match e {
@@ -966,10 +971,10 @@ impl Node {
                 ..Default::default()
             });
         }
-        let Some(frontier) = self.registry.frontier(group) else {
+        let Some(mut frontier) = self.registry.frontier(group) else {
             return Attempt::NotLeader(None);
         };
-        let f = *frontier.borrow();
+        let f = *frontier.borrow_and_update();
         let store = self.registry.store();
         let trim = match store.trim_horizon(group) {
             Ok(t) => t,
@@ -1006,15 +1011,34 @@ impl Node {
                     sub: req.sub,
                 }
                 .max(trim);
-                match store.read_records(
-                    group,
-                    from,
-                    f.end,
-                    req.max_records as usize,
-                    req.max_bytes,
-                ) {
-                    Ok(r) => out.records = r,
-                    Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+                let wait = Duration::from_millis(u64::from(req.wait_ms));
+                let deadline = tokio::time::Instant::now() + wait;
+                let mut f = f;
+                loop {
+                    match store.read_records(
+                        group,
+                        from,
+                        f.end,
+                        req.max_records as usize,
+                        req.max_bytes,
+                    ) {
+                        Ok(r) => out.records = r,
+                        Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+                    }
+                    // Long poll: nothing to return yet, so wait for the shard to apply more
+                    // (everything applied is committed, so reading it stays linearizable).
+                    if !out.records.is_empty() || wait.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, frontier.changed()).await {
+                        Ok(Ok(())) => {
+                            f = *frontier.borrow_and_update();
+                            out.end = f.end;
+                            out.last_arrival_ms = f.last_arrival_ms;
+                        }
+                        // Deadline passed, or the group was closed here.
+                        _ => break,
+                    }
                 }
                 let bytes: u64 = out
                     .records
@@ -1073,16 +1097,17 @@ async fn write_classified(raft: &Raft, cmd: Command) -> Attempt<(CommandResponse
 }
 
 /// Groups concurrent appends of one shard into few Raft entries. Entries are proposed in arrival
-/// order (so concurrent requests keep their relative order) and up to `MAX_INFLIGHT_ENTRIES` are
-/// replicated at once.
+/// order (so concurrent requests keep their relative order) and up to `[raft]
+/// shard_inflight_entries` are replicated at once.
 async fn batch_loop(
     group: u64,
     raft: Raft,
     mut rx: mpsc::Receiver<Pending>,
     clock: Arc<SystemClock>,
+    max_inflight: usize,
 ) {
     use openraft::error::ClientWriteError;
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_ENTRIES));
+    let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -1091,6 +1116,11 @@ async fn batch_loop(
                 Some(p) => p,
                 None => return,
             },
+        };
+        // Wait for an in-flight slot before gathering: requests that arrive meanwhile join
+        // this entry instead of queueing behind it.
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
         };
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
@@ -1111,9 +1141,6 @@ async fn batch_loop(
                 Err(_) => break,
             }
         }
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
         let mut records = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(batch.len());
         for p in batch {

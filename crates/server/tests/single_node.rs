@@ -1,5 +1,6 @@
 //! In-process single-node tests: bad input is rejected with a clear error and changes nothing;
-//! retention trimming removes expired records (driven by the node's test clock).
+//! retention trimming removes expired records (driven by the node's test clock); the GetRecords
+//! long poll answers when a record commits; the client's batching producer.
 
 use std::time::Duration;
 
@@ -272,5 +273,127 @@ async fn put_records_to_one_shard_is_one_raft_entry() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 200);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_records_long_poll_answers_when_a_record_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(dir.path()).await;
+    c.create_stream("lp", 1, 0).await.unwrap();
+    c.wait_active("lp", Duration::from_secs(30)).await.unwrap();
+    let shard = c.list_shards("lp").await.unwrap()[0].shard_id.clone();
+    let it = c
+        .shard_iterator("lp", &shard, &Start::Latest)
+        .await
+        .unwrap();
+
+    // Nothing arrives: the call waits (about) the time asked for and returns no records, with
+    // an iterator that still points at the same place.
+    let t = std::time::Instant::now();
+    let empty = c
+        .get_records_wait(&it, 100, Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(empty.records.is_empty());
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "the call did not wait: {:?}",
+        t.elapsed()
+    );
+
+    // A record written while the call waits is returned by that call.
+    let waiting = {
+        let c = c.clone();
+        let it = empty.next_shard_iterator.clone();
+        tokio::spawn(async move {
+            c.get_records_wait(&it, 100, Duration::from_secs(5))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the long poll answered before any write"
+    );
+    let (_, seq) = c.put_record("lp", "k", b"hello".to_vec()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the long poll did not answer")
+        .unwrap();
+    assert_eq!(got.records.len(), 1, "{got:?}");
+    assert_eq!(got.records[0].sequence_number, seq);
+    assert_eq!(&got.records[0].data[..], b"hello");
+
+    // Without a wait, GetRecords answers at once (Kinesis behaviour).
+    let t = std::time::Instant::now();
+    let r = c.get_records(&got.next_shard_iterator, 100).await.unwrap();
+    assert!(r.records.is_empty());
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_batches_records_and_acknowledges_each_with_its_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(dir.path()).await;
+    c.create_stream("prod", 4, 0).await.unwrap();
+    c.wait_active("prod", Duration::from_secs(30)).await.unwrap();
+    let producer = runnel_client::Producer::new(
+        c.clone(),
+        "prod",
+        runnel_client::ProducerConfig {
+            max_in_flight: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // 400 records over 20 keys, all queued at once.
+    let sends: Vec<_> = (0..400)
+        .map(|i| {
+            let p = producer.clone();
+            let key = format!("key-{}", i % 20);
+            let data = format!("{key}:{i}").into_bytes();
+            tokio::spawn(async move {
+                let r = p.send(key.clone(), data.clone()).await;
+                (key, data, r)
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for s in sends {
+        let (key, data, r) = s.await.unwrap();
+        let (shard, seq) = r.unwrap();
+        acked.push((key, data, shard, seq));
+    }
+    // Every record is where its acknowledgement says, and batching happened: fewer Raft entries
+    // (distinct log indexes) than records.
+    let mut stored = std::collections::HashMap::new();
+    for sh in c.list_shards("prod").await.unwrap() {
+        let it = c
+            .shard_iterator("prod", &sh.shard_id, &Start::TrimHorizon)
+            .await
+            .unwrap();
+        for r in c.get_records(&it, 10_000).await.unwrap().records {
+            stored.insert(
+                r.sequence_number.clone(),
+                (sh.shard_id.clone(), r.partition_key, r.data.to_vec()),
+            );
+        }
+    }
+    let mut entries = std::collections::BTreeSet::new();
+    for (key, data, shard, seq) in &acked {
+        let (s_shard, s_key, s_data) = stored.get(seq).expect("acknowledged record not stored");
+        assert_eq!((s_shard, s_key, s_data), (shard, key, data));
+        let parsed = runnel_types::SequenceNumber::parse(seq).unwrap();
+        entries.insert((shard.clone(), parsed.pos.log_index));
+    }
+    assert_eq!(stored.len(), 400);
+    assert!(entries.len() < 400, "no batching: {} entries", entries.len());
+    // A bad key is refused before anything is sent.
+    let e = producer.send(String::new(), b"x".to_vec()).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
     server.shutdown().await;
 }
