@@ -339,7 +339,9 @@ async fn producer_batches_records_and_acknowledges_each_with_its_sequence_number
     let dir = tempfile::tempdir().unwrap();
     let (server, c) = start(dir.path()).await;
     c.create_stream("prod", 4, 0).await.unwrap();
-    c.wait_active("prod", Duration::from_secs(30)).await.unwrap();
+    c.wait_active("prod", Duration::from_secs(30))
+        .await
+        .unwrap();
     let producer = runnel_client::Producer::new(
         c.clone(),
         "prod",
@@ -391,9 +393,16 @@ async fn producer_batches_records_and_acknowledges_each_with_its_sequence_number
         entries.insert((shard.clone(), parsed.pos.log_index));
     }
     assert_eq!(stored.len(), 400);
-    assert!(entries.len() < 400, "no batching: {} entries", entries.len());
+    assert!(
+        entries.len() < 400,
+        "no batching: {} entries",
+        entries.len()
+    );
     // A bad key is refused before anything is sent.
-    let e = producer.send(String::new(), b"x".to_vec()).await.unwrap_err();
+    let e = producer
+        .send(String::new(), b"x".to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
     server.shutdown().await;
 }
