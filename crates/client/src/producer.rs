@@ -11,8 +11,8 @@
 //! Invariants: a record is acknowledged to its caller only with the sequence number the cluster
 //! returned for it; a record the cluster refused (throttled, failed) is reported as that error
 //! and never silently retried, so the caller sees every outcome exactly once. Records of one key
-//! keep their order while `max_in_flight` is 1 (the default is 2, which may reorder a key's
-//! records only when an earlier call fails). Routing is an optimisation only: every node accepts
+//! keep their order only while `max_in_flight` is 1: with more (the default is 2), two calls
+//! outstanding for a shard may be appended in either order, as with the KPL. Routing is an optimisation only: every node accepts
 //! any record and forwards it, so a stale shard map or leader costs a hop, never correctness; the
 //! map is refreshed in the background and after failed calls.
 
@@ -37,7 +37,7 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// How often the shard map and the leaders are refreshed.
     pub refresh_every: Duration,
-    /// Send each shard's calls to its leader (true) or always to the first endpoint.
+    /// Send each shard's calls to its leader (true) or always to the bootstrap endpoint.
     pub leader_routing: bool,
 }
 

@@ -45,6 +45,13 @@ const HEARTBEAT_LINGER: Duration = Duration::from_millis(20);
 /// Most heartbeats in one batched call.
 const MAX_HEARTBEATS_PER_CALL: usize = 4096;
 
+/// A node-to-node client without message size limits (snapshots and batches can be large).
+fn internal_client(ch: Channel) -> InternalClient<Channel> {
+    InternalClient::new(ch)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
 /// A heartbeat queued for a peer node, with where its reply goes.
 struct QueuedBeat {
     request: RaftRequest,
@@ -261,13 +268,6 @@ impl GroupConn {
     {
         let payload = encode(req)
             .map_err(|e| RPCError::Network(NetworkError::new(&NetErr(e.to_string()))))?;
-        let ch = self
-            .pool
-            .channel(self.node.node, &self.node.addr, false)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut client = InternalClient::new(ch)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
         let request = RaftRequest {
             group_id: self.group,
             kind: kind as i32,
@@ -282,6 +282,11 @@ impl GroupConn {
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&NetErr(e))))?;
             return self.finish(reply);
         }
+        let ch = self
+            .pool
+            .channel(self.node.node, &self.node.addr, false)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = internal_client(ch);
         let reply = match tokio::time::timeout(option.hard_ttl(), client.raft(request)).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&NetErr(
@@ -357,9 +362,7 @@ impl RaftNetwork<TypeConfig> for GroupConn {
             .pool
             .channel(self.node.node, &self.node.addr, true)
             .map_err(|e| unreachable(e.0))?;
-        let mut client = InternalClient::new(ch)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let mut client = internal_client(ch);
         let group = self.group;
         let target = self.target;
         let mut chunks: Vec<SnapshotChunk> = Vec::new();
@@ -434,9 +437,7 @@ async fn coalesce_heartbeats(mut rx: mpsc::UnboundedReceiver<QueuedBeat>, ch: Ch
             .map(|b| b.ttl)
             .min()
             .unwrap_or(Duration::from_secs(1));
-        let mut client = InternalClient::new(ch.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let mut client = internal_client(ch.clone());
         tokio::spawn(async move {
             let mut replies = Vec::with_capacity(beats.len());
             let requests = beats
