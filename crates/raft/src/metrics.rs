@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter};
 
 fn counter(name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static counter options are valid");
@@ -41,9 +41,50 @@ pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     h
 });
 
+/// Buckets of the Raft RPC latency histograms: 50 µs to about 1.6 s.
+fn rpc_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_05, 2.0, 16).unwrap_or_default()
+}
+
+/// Round trip of Raft RPCs sent by this node, by kind: `append` (with entries), `commit` (empty,
+/// announcing a new commit index), `heartbeat` (empty, coalesced per peer), `read` (empty, a
+/// linearizable read's leadership check) and `vote`.
+pub static RPC_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "runnel_raft_rpc_seconds",
+            "Round trip of Raft RPCs sent by this node, by kind (append, commit, heartbeat, read, vote)",
+        )
+        .buckets(rpc_buckets()),
+        &["kind"],
+    )
+    .expect("static histogram options are valid");
+    let _ = prometheus::register(Box::new(h.clone()));
+    h
+});
+
+/// Time the local Raft takes to handle one incoming AppendEntries that carries entries
+/// (appending them to the log, fsync included).
+pub static APPEND_HANDLE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(
+            "runnel_raft_append_handle_seconds",
+            "Time for the local Raft to handle one incoming AppendEntries with entries (durable append included)",
+        )
+        .buckets(rpc_buckets()),
+    )
+    .expect("static histogram options are valid");
+    let _ = prometheus::register(Box::new(h.clone()));
+    h
+});
+
 /// Registers every Raft-layer metric (so each is exported from the start, at zero).
 pub fn init() {
     LazyLock::force(&SNAPSHOTS_INSTALLED);
     LazyLock::force(&SNAPSHOTS_SENT);
     LazyLock::force(&APPLY_SECONDS);
+    LazyLock::force(&APPEND_HANDLE_SECONDS);
+    for kind in ["append", "commit", "heartbeat", "read", "vote"] {
+        RPC_SECONDS.with_label_values(&[kind]);
+    }
 }

@@ -240,6 +240,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             node: node.clone(),
             pool: self.pool.clone(),
+            sent_commit: None,
         }
     }
 }
@@ -250,6 +251,11 @@ pub struct GroupConn {
     target: ReplicaId,
     node: ReplicaNode,
     pool: Arc<PeerPool>,
+    /// The commit index this target last acknowledged from us. An empty AppendEntries that
+    /// carries a newer one is openraft telling the follower about a commit, not a periodic
+    /// heartbeat: it goes out at once (openraft keeps one RPC in flight per follower, so
+    /// delaying it would hold back the next entries too).
+    sent_commit: Option<openraft::LogId<ReplicaId>>,
 }
 
 type RpcErr = RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>;
@@ -332,11 +338,31 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ReplicaId>, RpcErr> {
-        // Heartbeats (no entries) share calls per peer node; replication does not wait, and
-        // neither do the heartbeat rounds of linearizable reads (see `PeerPool::expedite`).
-        let coalesce = rpc.entries.is_empty() && !self.pool.is_expedited(self.group);
-        self.call(RaftKind::AppendEntries, &rpc, &option, coalesce)
-            .await
+        // Periodic heartbeats (no entries, no news about the commit index) share calls per
+        // peer node. Replication does not wait, nor does an empty AppendEntries that announces
+        // a commit, nor the heartbeat rounds of linearizable reads (see `PeerPool::expedite`).
+        let commit = rpc.leader_commit;
+        let expedited = self.pool.is_expedited(self.group);
+        let kind = if !rpc.entries.is_empty() {
+            "append"
+        } else if commit != self.sent_commit {
+            "commit"
+        } else if expedited {
+            "read"
+        } else {
+            "heartbeat"
+        };
+        let started = std::time::Instant::now();
+        let reply = self
+            .call(RaftKind::AppendEntries, &rpc, &option, kind == "heartbeat")
+            .await;
+        crate::metrics::RPC_SECONDS
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        if reply.is_ok() {
+            self.sent_commit = commit;
+        }
+        reply
     }
 
     async fn vote(
@@ -344,7 +370,12 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         rpc: VoteRequest<ReplicaId>,
         option: RPCOption,
     ) -> Result<VoteResponse<ReplicaId>, RpcErr> {
-        self.call(RaftKind::Vote, &rpc, &option, false).await
+        let started = std::time::Instant::now();
+        let reply = self.call(RaftKind::Vote, &rpc, &option, false).await;
+        crate::metrics::RPC_SECONDS
+            .with_label_values(&["vote"])
+            .observe(started.elapsed().as_secs_f64());
+        reply
     }
 
     async fn full_snapshot(

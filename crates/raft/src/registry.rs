@@ -393,7 +393,15 @@ impl Registry {
         let payload = match RaftKind::try_from(req.kind) {
             Ok(RaftKind::AppendEntries) => {
                 match decode::<AppendEntriesRequest<TypeConfig>>(&req.payload) {
-                    Ok(rpc) => encode(&h.raft.append_entries(rpc).await),
+                    Ok(rpc) => {
+                        let started = (!rpc.entries.is_empty()).then(std::time::Instant::now);
+                        let reply = h.raft.append_entries(rpc).await;
+                        if let Some(t) = started {
+                            crate::metrics::APPEND_HANDLE_SECONDS
+                                .observe(t.elapsed().as_secs_f64());
+                        }
+                        encode(&reply)
+                    }
                     Err(e) => return unavailable(format!("bad append-entries payload: {e}")),
                 }
             }

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod config;
+mod forward;
 mod http;
 pub mod internal;
 pub mod kinesis;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runnel_proto::internal::v1::internal_client::InternalClient;
-use runnel_proto::internal::v1::{ProposeRequest, ReadMode, ReadShardRequest};
+use runnel_proto::internal::v1::{ReadMode, ReadShardRequest};
 use runnel_raft::network::PeerPool;
 use runnel_raft::state_machine::SmKind;
 use runnel_raft::{
@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
+use crate::forward::{self, CallLimits, Forward};
 use crate::meta::{MetaCommand, MetaHandle, MetaReply, MetaState, NodeInfo};
 use crate::metrics;
 
@@ -116,6 +117,9 @@ pub struct Node {
     pub clock: Arc<SystemClock>,
     pool: Arc<PeerPool>,
     batchers: Mutex<HashMap<u64, mpsc::Sender<Pending>>>,
+    /// Forwarders of appends to other nodes' leaders, per (group, leader node), with the
+    /// address they send to.
+    forwarders: Mutex<HashMap<(u64, u64), (String, mpsc::Sender<Forward>)>>,
     throttle: crate::throttle::WriteThrottle,
     read_throttle: crate::throttle::ReadThrottle,
     /// Monotonic origin of the throttles' clock (never moved by the test clock hook).
@@ -192,6 +196,7 @@ impl Node {
             clock: Arc::new(SystemClock::default()),
             pool,
             batchers: Mutex::new(HashMap::new()),
+            forwarders: Mutex::new(HashMap::new()),
             throttle,
             read_throttle,
             started: std::time::Instant::now(),
@@ -730,15 +735,15 @@ impl Node {
         }
     }
 
-    /// Appends records to a shard group (through its leader's batcher).
+    /// Appends records to a shard group: through its leader's batcher here, or through this
+    /// node's forwarder to the leader (see [`crate::forward`]).
     pub async fn append(&self, group: u64, records: Vec<WireRecord>) -> Result<Appended> {
         let proposal = Proposal::Records(records);
-        let bytes = codec::encode(&proposal).map_err(|e| Error::Internal(e.to_string()))?;
         let reply = self
             .route(
                 group,
                 || self.propose_local(group, &proposal),
-                |n| self.propose_remote(n, group, bytes.clone()),
+                |n| self.forward_append(n, group, &proposal),
             )
             .await?;
         match reply {
@@ -747,45 +752,87 @@ impl Node {
         }
     }
 
+    /// Hands an append to the forwarder of (`group`, `node`), starting one if needed.
+    async fn forward_append(
+        &self,
+        node: u64,
+        group: u64,
+        proposal: &Proposal,
+    ) -> Attempt<ProposalReply> {
+        let Proposal::Records(records) = proposal else {
+            return Attempt::Fail(Error::Internal("only appends are forwarded".into()));
+        };
+        let bytes = records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .sum();
+        let (reply, rx) = oneshot::channel();
+        let mut item = Forward {
+            records: records.clone(),
+            bytes,
+            reply,
+        };
+        // A forwarder that just ended on idleness refuses the item: start a new one, once.
+        for _ in 0..2 {
+            let tx = match self.forwarder(node, group) {
+                Ok(tx) => tx,
+                Err(e) => return Attempt::Fail(e),
+            };
+            match tx.send(item).await {
+                Ok(()) => {
+                    return match rx.await {
+                        Ok(Attempt::Done(a)) => Attempt::Done(ProposalReply::Records(a)),
+                        Ok(Attempt::NotLeader(h)) => Attempt::NotLeader(h),
+                        Ok(Attempt::Fail(e)) => Attempt::Fail(e),
+                        Err(_) => Attempt::Fail(Error::Unavailable(
+                            "the forwarder stopped; the outcome is unknown".into(),
+                        )),
+                    };
+                }
+                Err(mpsc::error::SendError(back)) => item = back,
+            }
+        }
+        Attempt::NotLeader(None)
+    }
+
+    /// The live forwarder of (`group`, `node`).
+    fn forwarder(&self, node: u64, group: u64) -> Result<mpsc::Sender<Forward>> {
+        let mut map = self
+            .forwarders
+            .lock()
+            .map_err(|_| Error::Internal("forwarder lock poisoned".into()))?;
+        let addr = self
+            .addr_of(node)
+            .ok_or_else(|| Error::Internal(format!("unknown node {node}")))?;
+        // A node that came back at another address gets a new forwarder (the old one drains
+        // and ends once its queue's sender is dropped here).
+        if let Some((known, tx)) = map.get(&(group, node)) {
+            if *known == addr && !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        let client = self.internal_client(node)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let limits = CallLimits {
+            max_records: MAX_ENTRY_RECORDS,
+            max_bytes: MAX_ENTRY_BYTES,
+        };
+        tokio::spawn(forward::forward_loop(node, group, client, rx, limits));
+        // Forget forwarders that ended (idle, or their group is gone).
+        map.retain(|_, (_, tx)| !tx.is_closed());
+        map.insert((group, node), (addr, tx.clone()));
+        Ok(tx)
+    }
+
     async fn propose_remote(
         &self,
         node: u64,
         group: u64,
         bytes: Vec<u8>,
     ) -> Attempt<ProposalReply> {
-        let mut client = match self.internal_client(node) {
-            Ok(c) => c,
-            Err(e) => return Attempt::Fail(e),
-        };
-        let req = ProposeRequest {
-            group_id: group,
-            command: bytes.into(),
-        };
-        match tokio::time::timeout(Duration::from_secs(10), client.propose(req)).await {
-            Err(_) => Attempt::Fail(Error::Unavailable(format!(
-                "timed out waiting for node {node}; the outcome is unknown"
-            ))),
-            Ok(Err(status)) if connect_failed(&status) => {
-                // Could not connect: nothing was sent.
-                Attempt::NotLeader(None)
-            }
-            Ok(Err(status)) => Attempt::Fail(Error::Unavailable(format!(
-                "node {node}: {}; the outcome is unknown",
-                status.message()
-            ))),
-            Ok(Ok(r)) => {
-                let r = r.into_inner();
-                if r.error_code == NOT_LEADER {
-                    return Attempt::NotLeader((r.leader_hint != 0).then_some(r.leader_hint));
-                }
-                if !r.error_code.is_empty() {
-                    return Attempt::Fail(Error::from_kinesis_name(&r.error_code, r.error_message));
-                }
-                match codec::decode::<ProposalReply>(&r.response) {
-                    Ok(p) => Attempt::Done(p),
-                    Err(e) => Attempt::Fail(Error::Internal(e.to_string())),
-                }
-            }
+        match self.internal_client(node) {
+            Ok(client) => forward::propose_call(client, node, group, bytes).await,
+            Err(e) => Attempt::Fail(e),
         }
     }
 
@@ -1061,7 +1108,7 @@ impl Node {
 }
 
 /// True if a call failed while connecting, so the request was never sent.
-fn connect_failed(status: &tonic::Status) -> bool {
+pub(crate) fn connect_failed(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
         return false;
     }

@@ -28,6 +28,16 @@ pub static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// Time from submitting a log write to its completion callback (queueing behind the
+/// writer thread plus the write and the fsync that covers it).
+pub static LOG_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "runnel_storage_log_write_seconds",
+        "Time from submitting a Raft log write to its durable completion (queue, write, fsync)",
+        prometheus::exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default(),
+    )
+});
+
 /// Jobs (Raft appends, truncations, purges) made durable by one fsync.
 pub static SYNC_BATCH_JOBS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
@@ -57,6 +67,7 @@ pub static RETENTION_TRIMMED: LazyLock<IntCounter> = LazyLock::new(|| {
 /// Registers every storage metric (so each is exported from the start, at zero).
 pub fn init() {
     LazyLock::force(&FSYNC_SECONDS);
+    LazyLock::force(&LOG_WRITE_SECONDS);
     LazyLock::force(&SYNC_BATCH_JOBS);
     LazyLock::force(&SYNC_BATCH_ENTRIES);
     LazyLock::force(&RETENTION_TRIMMED);

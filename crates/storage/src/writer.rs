@@ -25,6 +25,7 @@ pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
 struct Job {
     batch: WriteBatch,
     done: Done,
+    submitted: Instant,
 }
 
 /// Handle to the group-commit thread. Dropping the last handle stops the thread after it
@@ -51,7 +52,11 @@ impl LogWriter {
 
     /// Queues `batch`; `done` runs after it is durable (or with the error that prevented it).
     pub fn submit(&self, batch: WriteBatch, done: Done) {
-        if let Err(mpsc::SendError(job)) = self.tx.send(Job { batch, done }) {
+        if let Err(mpsc::SendError(job)) = self.tx.send(Job {
+            batch,
+            done,
+            submitted: Instant::now(),
+        }) {
             (job.done)(Err(Error::Closed));
         }
     }
@@ -126,6 +131,7 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
         metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
         metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
         for (job, result) in jobs.drain(..).zip(results) {
+            metrics::LOG_WRITE_SECONDS.observe(job.submitted.elapsed().as_secs_f64());
             (job.done)(result);
         }
     }
