@@ -105,6 +105,9 @@ struct Pending {
     reply: oneshot::Sender<Attempt<Appended>>,
 }
 
+/// A running forwarder: the leader address it sends to and its queue.
+type Forwarder = (String, mpsc::Sender<Forward>);
+
 /// The node.
 pub struct Node {
     /// Configuration.
@@ -119,7 +122,7 @@ pub struct Node {
     batchers: Mutex<HashMap<u64, mpsc::Sender<Pending>>>,
     /// Forwarders of appends to other nodes' leaders, per (group, leader node), with the
     /// address they send to.
-    forwarders: Mutex<HashMap<(u64, u64), (String, mpsc::Sender<Forward>)>>,
+    forwarders: Mutex<HashMap<(u64, u64), Forwarder>>,
     throttle: crate::throttle::WriteThrottle,
     read_throttle: crate::throttle::ReadThrottle,
     /// Monotonic origin of the throttles' clock (never moved by the test clock hook).
