@@ -41,14 +41,22 @@ pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     h
 });
 
+/// Commit notices not sent (see `network::COMMIT_NOTICE_SKIP_WINDOW`).
+pub static COMMIT_NOTICES_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "runnel_raft_commit_notices_skipped_total",
+        "Empty AppendEntries that would only have moved a follower's commit index, answered locally because the follower acknowledged the same log moments before",
+    )
+});
+
 /// Buckets of the Raft RPC latency histograms: 50 µs to about 1.6 s.
 fn rpc_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.000_05, 2.0, 16).unwrap_or_default()
 }
 
 /// Round trip of Raft RPCs sent by this node, by kind: `append` (with entries), `commit` (empty,
-/// announcing a new commit index), `heartbeat` (empty, coalesced per peer), `read` (empty, a
-/// linearizable read's leadership check) and `vote`.
+/// announcing a new commit index), `heartbeat` (empty, coalesced per peer), `read` (empty, the first
+/// message on a new connection: a linearizable read's leadership check) and `vote`.
 pub static RPC_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     let h = HistogramVec::new(
         HistogramOpts::new(
@@ -84,6 +92,7 @@ pub fn init() {
     LazyLock::force(&SNAPSHOTS_SENT);
     LazyLock::force(&APPLY_SECONDS);
     LazyLock::force(&APPEND_HANDLE_SECONDS);
+    LazyLock::force(&COMMIT_NOTICES_SKIPPED);
     for kind in ["append", "commit", "heartbeat", "read", "vote"] {
         RPC_SECONDS.with_label_values(&[kind]);
     }

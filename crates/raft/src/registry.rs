@@ -285,12 +285,6 @@ impl Registry {
         self.hosted(group).map(|h| h.raft)
     }
 
-    /// Lets `group`'s heartbeats skip the per-peer coalescing delay for a second: call it
-    /// before `ensure_linearizable`, whose heartbeat round would otherwise wait for the window.
-    pub fn expedite_heartbeats(&self, group: u64) {
-        self.pool.expedite(group, std::time::Duration::from_secs(1));
-    }
-
     /// The applied frontier of a hosted group.
     pub fn frontier(&self, group: u64) -> Option<watch::Receiver<Frontier>> {
         self.hosted(group).map(|h| h.frontier)

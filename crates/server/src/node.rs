@@ -998,7 +998,6 @@ impl Node {
         let Some(raft) = self.registry.raft(group) else {
             return Attempt::NotLeader(None);
         };
-        self.registry.expedite_heartbeats(group);
         if let Err(e) = raft.ensure_linearizable().await {
             use openraft::error::{CheckIsLeaderError, RaftError};
             return match e {
