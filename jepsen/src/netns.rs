@@ -5,9 +5,11 @@
 //! delay fault (the proxy mode has one).
 //!
 //! Names are derived from the harness's pid (`rj<pid>-<i>` namespaces, bridge `brj<pid>`, veth
-//! `vrj<pid>-<i>`, subnet `10.231.<pid mod 250>.0/24`), so concurrent runs rarely collide (two
-//! runs whose pids agree modulo 250 get the same subnet: run them one at a time); at creation,
-//! leftovers of runs whose harness process is gone are deleted. A host with `br_netfilter`
+//! `vrj<pid>-<i>`). The subnet `10.231.<k>.0/24` is claimed by creating the file
+//! `/tmp/runnel-jepsen-subnet-<k>` exclusively (holding the pid), starting at `k = pid mod 250`
+//! and moving on while a live run holds a claim, so concurrent runs never share a subnet; claims
+//! of dead runs are taken over. At creation, leftovers of runs whose harness process is gone are
+//! deleted. A host with `br_netfilter`
 //! loaded and a FORWARD policy of DROP (Docker sets one) drops the bridged traffic.
 //!
 //! Invariants: only namespaces, links and addresses created here are touched; [`Netns`]
@@ -25,6 +27,59 @@ pub struct Netns {
     tag: String,
     subnet: u8,
     n: usize,
+}
+
+/// Subnets `10.231.<k>.0/24` a run may claim.
+const SUBNETS: u32 = 250;
+
+fn claim_path(k: u32) -> String {
+    format!("/tmp/runnel-jepsen-subnet-{k}")
+}
+
+/// Claims a free subnet for this process: the first `k` from `pid mod 250` on whose claim file
+/// this process creates, or takes over from a process that no longer exists.
+fn claim_subnet(pid: u32) -> std::io::Result<u8> {
+    use std::io::Write as _;
+    // One claimer at a time, so a dead run's claim is taken over by exactly one run (the lock
+    // is released when `lock` is dropped, or by the kernel if this process dies).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/runnel-jepsen-subnets.lock")?;
+    lock.lock()?;
+    for step in 0..SUBNETS {
+        let k = (pid + step) % SUBNETS;
+        let path = claim_path(k);
+        // Two attempts: the second after removing a dead run's claim.
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(pid.to_string().as_bytes())?;
+                    return Ok(k as u8);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                    if alive {
+                        break;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(std::io::Error::other(
+        "no free 10.231.x.0/24 subnet: 250 fault-injection runs hold one",
+    ))
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> std::io::Result<()> {
@@ -90,7 +145,7 @@ impl Netns {
         let pid = std::process::id();
         let ns = Netns {
             tag: format!("rj{pid}"),
-            subnet: (pid % 250) as u8,
+            subnet: claim_subnet(pid)?,
             n,
         };
         // Built step by step; on failure, Drop removes what exists.
@@ -198,5 +253,26 @@ impl Drop for Netns {
             let _ = run(&["ip", "netns", "del", &self.namespace(i)], None);
         }
         let _ = run(&["ip", "link", "del", &self.bridge()], None);
+        let _ = std::fs::remove_file(claim_path(u32::from(self.subnet)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_claims_get_distinct_subnets_and_dead_claims_are_taken_over() {
+        let me = std::process::id();
+        let a = claim_subnet(me).unwrap();
+        let b = claim_subnet(me).unwrap();
+        assert_ne!(a, b, "a live claim (this process) is skipped");
+        // A claim whose holder is gone is taken over.
+        std::fs::write(claim_path(u32::from(b)), u32::MAX.to_string()).unwrap();
+        let c = claim_subnet(u32::from(b)).unwrap();
+        assert_eq!(c, b);
+        for k in [a, c] {
+            let _ = std::fs::remove_file(claim_path(u32::from(k)));
+        }
     }
 }

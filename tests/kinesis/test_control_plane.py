@@ -3,7 +3,7 @@ spread over the three nodes."""
 import time
 
 import pytest
-from conftest import ACCOUNT, REGION
+from conftest import ACCOUNT, KEYED, REGION, Cluster, make_client
 
 
 def arn(name):
@@ -146,6 +146,25 @@ def test_tags_on_streams_and_resources(clients, new_stream):
     with pytest.raises(c0.exceptions.InvalidArgumentException):
         c0.add_tags_to_stream(StreamName=name, Tags={"one-too-many": "v"})
     assert len(c1.list_tags_for_stream(StreamName=name, Limit=50)["Tags"]) == 50
+
+
+def test_configured_tag_limit():
+    # `[limits] max_tags` lowers the per-stream tag limit on CreateStream and AddTagsToStream.
+    node = Cluster(1, KEYED + "[limits]\nmax_tags = 3\n", name="tags")
+    try:
+        c = make_client(node.endpoint(0))
+        with pytest.raises(c.exceptions.InvalidArgumentException):
+            c.create_stream(StreamName="too-many", ShardCount=1, Tags={f"k{i}": "v" for i in range(4)})
+        c.create_stream(StreamName="tagged", ShardCount=1, Tags={"a": "1", "b": "2"})
+        c.get_waiter("stream_exists").wait(StreamName="tagged", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        # Replacing an existing key does not count as a new tag.
+        c.add_tags_to_stream(StreamName="tagged", Tags={"a": "10", "c": "3"})
+        with pytest.raises(c.exceptions.InvalidArgumentException):
+            c.add_tags_to_stream(StreamName="tagged", Tags={"d": "4"})
+        tags = {t["Key"]: t["Value"] for t in c.list_tags_for_stream(StreamName="tagged")["Tags"]}
+        assert tags == {"a": "10", "b": "2", "c": "3"}
+    finally:
+        node.stop()
 
 
 def test_resource_policies(clients, new_stream):

@@ -192,7 +192,7 @@ fn to_cbor(v: &Value, shape: Option<&Shape>) -> ciborium::Value {
             }
         },
         Value::String(s) => match kind {
-            Some(Kind::Blob) => match base64::engine::general_purpose::STANDARD.decode(s) {
+            Some(Kind::Blob) => match BLOB_BASE64.decode(s) {
                 Ok(b) => C::Bytes(b),
                 Err(_) => C::Text(s.clone()),
             },
@@ -303,6 +303,14 @@ fn type_check(shape: &Shape, v: &Value) -> Result<(), Error> {
         (Kind::Boolean, _) => mismatch("an Boolean"),
     }
 }
+
+/// Base64 decoding of request blobs: the standard alphabet with padding, accepting nonzero
+/// trailing bits in the last character (`QR==` reads as `QQ==`), as AWS's decoders do; the
+/// strict default refused such input with a ValidationException that Kinesis would not send.
+pub const BLOB_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 /// The decoded length of a base64 blob, checking that it is well formed.
 pub(crate) fn blob_len(s: &str) -> Result<usize, Error> {
@@ -719,5 +727,19 @@ mod tests {
             let from_json = decode_input(Format::Json, "PutRecord", j.to_string().as_bytes()).unwrap();
             prop_assert_eq!(from_cbor, from_json);
         }
+    }
+
+    #[test]
+    fn blobs_with_nonzero_trailing_bits_decode_like_aws() {
+        // 'R' carries bits beyond the one byte that "QR==" encodes.
+        assert!(base64::engine::general_purpose::STANDARD
+            .decode("QR==")
+            .is_err());
+        assert_eq!(BLOB_BASE64.decode("QR==").unwrap(), b"A");
+        assert_eq!(BLOB_BASE64.decode("QUJD").unwrap(), b"ABC");
+        assert!(
+            BLOB_BASE64.decode("QQ=").is_err(),
+            "padding is still checked"
+        );
     }
 }

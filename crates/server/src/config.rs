@@ -389,6 +389,13 @@ impl NodeConfig {
         if l.min_retention_hours == 0 || l.min_retention_hours > l.max_retention_hours {
             return bad("limits: need 0 < min_retention_hours <= max_retention_hours".into());
         }
+        if l.max_tags == 0 || l.max_tags > crate::meta::MAX_TAGS {
+            return bad(format!(
+                "limits: max_tags must be between 1 and {} (the metadata's own cap, Kinesis' limit), got {}",
+                crate::meta::MAX_TAGS,
+                l.max_tags
+            ));
+        }
         if l.max_record_bytes == 0 || l.max_put_records_entries == 0 || l.max_get_records_limit == 0
         {
             return bad("limits: max_record_bytes, max_put_records_entries and max_get_records_limit must be > 0".into());
@@ -500,6 +507,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown field"));
+    }
+
+    #[test]
+    fn max_tags_is_bounded_by_the_metadata_cap() {
+        let ok = NodeConfig::from_toml("[limits]\nmax_tags = 3\n").unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.limits.max_tags, 3);
+        for bad in [0, 51] {
+            let c = NodeConfig::from_toml(&format!("[limits]\nmax_tags = {bad}\n")).unwrap();
+            assert!(c.validate().unwrap_err().to_string().contains("max_tags"));
+        }
     }
 
     #[test]

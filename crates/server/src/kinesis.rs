@@ -22,9 +22,7 @@ use runnel_types::{parse_stream_arn, Error, PageToken, Result, ShardId, StreamNa
 use serde_json::{json, Map, Value};
 
 use crate::api::{Api, NewStream, ShardFilter};
-use crate::meta::{
-    MetaCommand, StreamMeta, StreamMode, StreamStatus, MAX_TAGS, SHARD_LEVEL_METRICS,
-};
+use crate::meta::{MetaCommand, StreamMeta, StreamMode, StreamStatus, SHARD_LEVEL_METRICS};
 use crate::metrics;
 
 /// Shared state of the endpoint.
@@ -207,7 +205,7 @@ impl<'a> In<'a> {
     /// A base64 blob (already checked for shape by the codec).
     fn blob(self, k: &str) -> Result<Vec<u8>> {
         let s = self.str(k).unwrap_or_default();
-        base64::engine::general_purpose::STANDARD
+        runnel_kinesis::codec::BLOB_BASE64
             .decode(s)
             .map_err(|e| Error::Validation(format!("'{k}' is not valid base64: {e}")))
     }
@@ -313,9 +311,10 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
                 _ => StreamMode::Provisioned,
             };
             let tags = input.string_map("Tags");
-            if tags.len() > MAX_TAGS {
+            if tags.len() > limits.max_tags {
                 return Err(Error::InvalidArgument(format!(
-                    "A stream cannot have more than {MAX_TAGS} tags."
+                    "A stream cannot have more than {} tags.",
+                    limits.max_tags
                 )));
             }
             api.create_stream(NewStream {
@@ -609,6 +608,17 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
                 stream_of(api, input)?
             };
             let add = input.string_map("Tags");
+            // `[limits] max_tags` (at most the metadata's own cap of 50, which apply enforces
+            // for every node alike) is checked here against this node's view of the stream.
+            let state = node.fresh_state().await?;
+            let existing = &state.stream(&name)?.tags;
+            let after = existing.len() + add.keys().filter(|k| !existing.contains_key(*k)).count();
+            if after > limits.max_tags {
+                return Err(Error::InvalidArgument(format!(
+                    "Failed to add tags to stream {name}: a stream cannot have more than {} tags.",
+                    limits.max_tags
+                )));
+            }
             node.propose_meta(MetaCommand::UpdateTags {
                 name,
                 add,

@@ -38,7 +38,7 @@ pub struct Limits {
     pub max_retention_hours: u32,
     /// Maximum number of open shards in one stream. Default 10,000.
     pub max_shards_per_stream: u32,
-    /// Maximum tags per resource. Default 50.
+    /// Maximum tags per stream, at most 50. Default 50.
     pub max_tags: usize,
 }
 
