@@ -24,12 +24,12 @@ use std::time::Duration;
 
 use runnel_proto::internal::v1::internal_client::InternalClient;
 use runnel_proto::internal::v1::ProposeRequest;
-use runnel_raft::{codec, WireRecord};
+use runnel_raft::codec;
 use runnel_types::Error;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tonic::transport::Channel;
 
-use crate::node::{Appended, Attempt, Proposal, ProposalReply, NOT_LEADER};
+use crate::node::{gather, Appended, Attempt, Pending, Proposal, ProposalReply, NOT_LEADER};
 
 /// A forwarder with no appends for this long ends.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(30);
@@ -39,20 +39,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Propose` calls one forwarder keeps in flight; appends arriving meanwhile join the next call.
 const MAX_INFLIGHT_CALLS: usize = 2;
-
-/// One append waiting to be forwarded.
-pub(crate) struct Forward {
-    pub records: Vec<WireRecord>,
-    pub bytes: usize,
-    pub reply: oneshot::Sender<Attempt<Appended>>,
-}
-
-/// Limits of one call (those of one Raft entry).
-#[derive(Clone, Copy)]
-pub(crate) struct CallLimits {
-    pub max_records: usize,
-    pub max_bytes: usize,
-}
 
 /// Sends one `Propose` to `node` and classifies the outcome: `NotLeader` only when the proposal
 /// certainly had no effect.
@@ -100,11 +86,10 @@ pub(crate) async fn forward_loop(
     node: u64,
     group: u64,
     client: InternalClient<Channel>,
-    mut rx: mpsc::Receiver<Forward>,
-    limits: CallLimits,
+    mut rx: mpsc::Receiver<Pending>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_INFLIGHT_CALLS));
-    let mut carry: Option<Forward> = None;
+    let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
             Some(f) => f,
@@ -116,32 +101,7 @@ pub(crate) async fn forward_loop(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut count = first.records.len();
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while count < limits.max_records && bytes < limits.max_bytes {
-            match rx.try_recv() {
-                Ok(f) => {
-                    if count + f.records.len() > limits.max_records
-                        || bytes + f.bytes > limits.max_bytes
-                    {
-                        carry = Some(f);
-                        break;
-                    }
-                    count += f.records.len();
-                    bytes += f.bytes;
-                    batch.push(f);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut records = Vec::with_capacity(count);
-        let mut replies = Vec::with_capacity(batch.len());
-        for f in batch {
-            let offset = records.len() as u32;
-            records.extend(f.records);
-            replies.push((offset, f.reply));
-        }
+        let (records, replies) = gather(first, &mut rx, &mut carry);
         let command = match codec::encode(&Proposal::Records(records)) {
             Ok(c) => c,
             Err(e) => {

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
-use crate::forward::{self, CallLimits, Forward};
+use crate::forward;
 use crate::meta::{MetaCommand, MetaHandle, MetaReply, MetaState, NodeInfo};
 use crate::metrics;
 
@@ -39,9 +39,9 @@ use crate::metrics;
 pub const NOT_LEADER: &str = "NotLeader";
 
 /// Most records in one Raft entry (positions are `(log index, 0..=0xFFFF)`).
-const MAX_ENTRY_RECORDS: usize = 0x1_0000;
+pub(crate) const MAX_ENTRY_RECORDS: usize = 0x1_0000;
 /// Most payload bytes in one Raft entry.
-const MAX_ENTRY_BYTES: usize = 8 << 20;
+pub(crate) const MAX_ENTRY_BYTES: usize = 8 << 20;
 /// Attempts to find a leader before giving up with a retryable error.
 const ROUTE_ATTEMPTS: usize = 40;
 
@@ -99,14 +99,65 @@ pub struct ShardRead {
     pub found: Option<Position>,
 }
 
-struct Pending {
-    records: Vec<WireRecord>,
-    bytes: usize,
-    reply: oneshot::Sender<Attempt<Appended>>,
+/// An append waiting for a shard's batcher, or for a forwarder to the shard's leader.
+pub(crate) struct Pending {
+    pub records: Vec<WireRecord>,
+    /// Payload bytes (data and partition keys) of `records`.
+    pub bytes: usize,
+    pub reply: oneshot::Sender<Attempt<Appended>>,
+}
+
+/// Where a gathered append's outcome goes: the offset of its first record in the entry, and
+/// its reply channel.
+pub(crate) type Waiter = (u32, oneshot::Sender<Attempt<Appended>>);
+
+/// Payload bytes (data and partition keys) of some records.
+fn payload_bytes(records: &[WireRecord]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len())
+        .sum()
+}
+
+/// Takes `first` and every append already queued in `rx` that still fits one Raft entry
+/// ([`MAX_ENTRY_RECORDS`], [`MAX_ENTRY_BYTES`]); the first that does not fit is left in
+/// `carry`. Returns their records concatenated in arrival order and, per append, the offset of
+/// its first record with its reply channel.
+pub(crate) fn gather(
+    first: Pending,
+    rx: &mut mpsc::Receiver<Pending>,
+    carry: &mut Option<Pending>,
+) -> (Vec<WireRecord>, Vec<Waiter>) {
+    let mut count = first.records.len();
+    let mut bytes = first.bytes;
+    let mut batch = vec![first];
+    while count < MAX_ENTRY_RECORDS && bytes < MAX_ENTRY_BYTES {
+        match rx.try_recv() {
+            Ok(p) => {
+                if count + p.records.len() > MAX_ENTRY_RECORDS || bytes + p.bytes > MAX_ENTRY_BYTES
+                {
+                    *carry = Some(p);
+                    break;
+                }
+                count += p.records.len();
+                bytes += p.bytes;
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    let mut records = Vec::with_capacity(count);
+    let mut replies = Vec::with_capacity(batch.len());
+    for p in batch {
+        let offset = records.len() as u32;
+        records.extend(p.records);
+        replies.push((offset, p.reply));
+    }
+    (records, replies)
 }
 
 /// A running forwarder: the leader address it sends to and its queue.
-type Forwarder = (String, mpsc::Sender<Forward>);
+type Forwarder = (String, mpsc::Sender<Pending>);
 
 /// The node.
 pub struct Node {
@@ -765,14 +816,10 @@ impl Node {
         let Proposal::Records(records) = proposal else {
             return Attempt::Fail(Error::Internal("only appends are forwarded".into()));
         };
-        let bytes = records
-            .iter()
-            .map(|r| r.data.len() + r.partition_key.len())
-            .sum();
         let (reply, rx) = oneshot::channel();
-        let mut item = Forward {
+        let mut item = Pending {
             records: records.clone(),
-            bytes,
+            bytes: payload_bytes(records),
             reply,
         };
         // A forwarder that just ended on idleness refuses the item: start a new one, once.
@@ -799,7 +846,7 @@ impl Node {
     }
 
     /// The live forwarder of (`group`, `node`).
-    fn forwarder(&self, node: u64, group: u64) -> Result<mpsc::Sender<Forward>> {
+    fn forwarder(&self, node: u64, group: u64) -> Result<mpsc::Sender<Pending>> {
         let mut map = self
             .forwarders
             .lock()
@@ -816,11 +863,7 @@ impl Node {
         }
         let client = self.internal_client(node)?;
         let (tx, rx) = mpsc::channel(4096);
-        let limits = CallLimits {
-            max_records: MAX_ENTRY_RECORDS,
-            max_bytes: MAX_ENTRY_BYTES,
-        };
-        tokio::spawn(forward::forward_loop(node, group, client, rx, limits));
+        tokio::spawn(forward::forward_loop(node, group, client, rx));
         // Forget forwarders that ended (idle, or their group is gone).
         map.retain(|_, (_, tx)| !tx.is_closed());
         map.insert((group, node), (addr, tx.clone()));
@@ -878,10 +921,7 @@ impl Node {
                     Err(e) => return Attempt::Fail(e),
                 };
                 let (reply, rx) = oneshot::channel();
-                let bytes = records
-                    .iter()
-                    .map(|r| r.data.len() + r.partition_key.len())
-                    .sum();
+                let bytes = payload_bytes(records);
                 if !self
                     .throttle
                     .admit(group, records.len(), bytes, self.mono_ms())
@@ -1171,32 +1211,7 @@ async fn batch_loop(
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
-        let mut count = batch[0].records.len();
-        let mut bytes = batch[0].bytes;
-        while count < MAX_ENTRY_RECORDS && bytes < MAX_ENTRY_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    if count + p.records.len() > MAX_ENTRY_RECORDS
-                        || bytes + p.bytes > MAX_ENTRY_BYTES
-                    {
-                        carry = Some(p);
-                        break;
-                    }
-                    count += p.records.len();
-                    bytes += p.bytes;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut records = Vec::with_capacity(count);
-        let mut replies = Vec::with_capacity(batch.len());
-        for p in batch {
-            let offset = records.len() as u32;
-            records.extend(p.records);
-            replies.push((offset, p.reply));
-        }
+        let (records, replies) = gather(first, &mut rx, &mut carry);
         metrics::ENTRY_RECORDS.observe(records.len() as f64);
         let proposed = std::time::Instant::now();
         metrics::PROPOSALS_PENDING.inc();
