@@ -130,6 +130,11 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
         }
         metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
         metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
+        // Let go of the database before waking the waiters: one of them may drop the last
+        // `Store`, and the database must then close on that thread, not on this one after the
+        // process began to exit (RocksDB aborts with "pthread lock: Invalid argument" when it
+        // closes during static destruction).
+        drop(db);
         for (job, result) in jobs.drain(..).zip(results) {
             metrics::LOG_WRITE_SECONDS.observe(job.submitted.elapsed().as_secs_f64());
             (job.done)(result);
