@@ -316,20 +316,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut rows = Vec::new();
-        let mut cache = self.cache.lock().ok();
-        for entry in entries {
-            let bytes = encode(&entry).map_err(write_err)?;
-            if let Some(c) = cache.as_mut() {
-                c.push(&entry, bytes.len());
-            }
-            rows.push((entry.log_id.index, bytes));
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut rows = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            rows.push((entry.log_id.index, encode(entry).map_err(write_err)?));
         }
-        drop(cache);
         let batch = self
             .store
             .log_append_batch(self.group, &rows)
             .map_err(write_err)?;
+        // Cached only once the write is certain to be submitted.
+        self.with_cache(|c| {
+            for (entry, (_, bytes)) in entries.iter().zip(&rows) {
+                c.push(entry, bytes.len());
+            }
+        });
         self.store.log_writer().submit(
             batch,
             Box::new(move |result| {
