@@ -109,10 +109,28 @@ pub struct Cluster {
     net: Net,
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up): a port the kernel hands out
+/// for `bind(0)` can be taken by any outgoing connection between the probe and the node's own
+/// bind (a node then failed with "Address already in use"). Ports are probed from a
+/// pid-derived start so concurrent runs rarely probe the same ones.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 600) * 20,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free port in 20000-31999"))
 }
 
 fn loopback(port: u16) -> SocketAddr {
