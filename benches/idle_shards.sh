@@ -59,12 +59,12 @@ hz="$(getconf CLK_TCK)"
 declare -A before
 for f in "$DIR"/node*.pid; do p="$(cat "$f")"; before[$p]="$(awk '{print $14 + $15}' "/proc/$p/stat")"; done
 sleep "$secs"
-echo "| node | groups hosted | groups led | CPU over ${secs} s (% of one core) | RSS MiB |"
-echo "|---|---|---|---|---|"
+echo "| node | groups hosted | groups led | groups quiet | CPU over ${secs} s (% of one core) | RSS MiB |"
+echo "|---|---|---|---|---|---|"
 for k in 1 2 3; do
   p="$(cat "$DIR/node$k.pid")"; port=$((4566 + k))
   after="$(awk '{print $14 + $15}' "/proc/$p/stat")"
   rss="$(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$p/status")"
   pct="$(awk -v a="${before[$p]}" -v b="$after" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / s }')"
-  echo "| $k | $(metric runnel_raft_groups_hosted "$port") | $(metric runnel_raft_groups_led "$port") | $pct | $rss |"
+  echo "| $k | $(metric runnel_raft_groups_hosted "$port") | $(metric runnel_raft_groups_led "$port") | $(metric runnel_raft_groups_quiet "$port") | $pct | $rss |"
 done

@@ -11,7 +11,9 @@
 //!   metadata commands (through the [`MetaApplier`] the server provides);
 //! * [`network`]: the node-to-node transport. Every group's Raft traffic to a peer shares one gRPC
 //!   connection; snapshots use a second connection so they cannot starve heartbeats;
-//! * [`Registry`]: the groups hosted on this node, and the entry points for incoming Raft messages.
+//! * [`Registry`]: the groups hosted on this node, and the entry points for incoming Raft messages;
+//! * [`quiesce`]: idle shard groups stop their Raft timers; one beat per peer node keeps their
+//!   followers from campaigning while the leader's node is alive.
 //!
 //! Invariants:
 //! * a replica's Raft node id is a per-replica incarnation id allocated by the metadata group and
@@ -27,6 +29,7 @@ mod error;
 pub mod log_store;
 pub mod metrics;
 pub mod network;
+pub mod quiesce;
 mod registry;
 pub mod state_machine;
 

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 fn counter(name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static counter options are valid");
@@ -86,6 +86,28 @@ pub static APPEND_HANDLE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     h
 });
 
+/// Quiesced groups woken, by reason (see `quiesce`).
+pub static QUIESCE_WAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "runnel_raft_quiesce_wakes_total",
+            "Quiesced groups woken on this node, by reason (write, entries, vote, asked, no_beat, not_leader)",
+        ),
+        &["reason"],
+    )
+    .expect("static counter options are valid");
+    let _ = prometheus::register(Box::new(c.clone()));
+    c
+});
+
+/// Groups that went quiet on this node (leaders and followers).
+pub static QUIESCED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "runnel_raft_quiesced_total",
+        "Times a group replica on this node quiesced (stopped its Raft timers because its group is idle)",
+    )
+});
+
 /// Registers every Raft-layer metric (so each is exported from the start, at zero).
 pub fn init() {
     LazyLock::force(&SNAPSHOTS_INSTALLED);
@@ -93,6 +115,10 @@ pub fn init() {
     LazyLock::force(&APPLY_SECONDS);
     LazyLock::force(&APPEND_HANDLE_SECONDS);
     LazyLock::force(&COMMIT_NOTICES_SKIPPED);
+    LazyLock::force(&QUIESCED);
+    for reason in crate::quiesce::WAKE_REASONS {
+        QUIESCE_WAKES.with_label_values(&[reason]);
+    }
     for kind in ["append", "commit", "heartbeat", "read", "vote"] {
         RPC_SECONDS.with_label_values(&[kind]);
     }

@@ -46,7 +46,7 @@ const HEARTBEAT_LINGER: Duration = Duration::from_millis(20);
 const MAX_HEARTBEATS_PER_CALL: usize = 4096;
 
 /// A node-to-node client without message size limits (snapshots and batches can be large).
-fn internal_client(ch: Channel) -> InternalClient<Channel> {
+pub(crate) fn internal_client(ch: Channel) -> InternalClient<Channel> {
     InternalClient::new(ch)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)

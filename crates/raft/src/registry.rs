@@ -6,7 +6,7 @@
 //! replica never answers for its predecessor).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
@@ -19,6 +19,7 @@ use crate::codec::{decode, encode};
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerPool, NOT_HOSTED};
+use crate::quiesce::{IdleTrack, Quiet};
 use crate::state_machine::{Frontier, SmKind, StateMachine};
 use crate::{Raft, ReplicaId, SnapshotMeta, TypeConfig, Vote};
 
@@ -37,6 +38,9 @@ pub struct RegistryOptions {
     pub shard_snapshot_logs: u64,
     /// Log entries kept after a snapshot.
     pub logs_to_keep: u64,
+    /// A shard group whose leader appended nothing for this long goes quiet (ms; 0: never).
+    /// See `quiesce`.
+    pub quiesce_idle_ms: u64,
     /// Test only: let a replica that led its group resume as leader of the same term after a
     /// restart (openraft's default; unsafe after power loss, see `demote_restored_leader`).
     pub unsafe_restore_leaders: bool,
@@ -51,6 +55,7 @@ impl Default for RegistryOptions {
             shard_election_ms: (1500, 3000),
             shard_snapshot_logs: 20_000,
             logs_to_keep: 5_000,
+            quiesce_idle_ms: 3_000,
             unsafe_restore_leaders: false,
         }
     }
@@ -110,24 +115,31 @@ pub struct GroupStatus {
     /// Leader only: voters (other than the leader) whose node answered no Raft RPC in the
     /// last [`FOLLOWER_SILENCE`] or that are more than [`LAG_UNDER_REPLICATED`] entries behind.
     pub lagging_voters: usize,
+    /// The group is quiet on this node (idle; its Raft timer stopped, see `quiesce`).
+    pub quiet: bool,
 }
 
 #[derive(Clone)]
-struct Hosted {
-    raft: Raft,
-    replica: ReplicaId,
-    kind: GroupKind,
+pub(crate) struct Hosted {
+    pub(crate) raft: Raft,
+    pub(crate) replica: ReplicaId,
+    pub(crate) kind: GroupKind,
     info: GroupInfo,
     frontier: watch::Receiver<Frontier>,
+    pub(crate) quiet: Arc<Quiet>,
 }
 
 /// The groups of one node.
 pub struct Registry {
-    node_id: u64,
+    pub(crate) node_id: u64,
     store: Store,
-    pool: Arc<PeerPool>,
-    options: RegistryOptions,
-    groups: RwLock<HashMap<u64, Hosted>>,
+    pub(crate) pool: Arc<PeerPool>,
+    pub(crate) options: RegistryOptions,
+    pub(crate) groups: RwLock<HashMap<u64, Hosted>>,
+    /// Zero of the quiescence clock (`quiesce`).
+    pub(crate) epoch: std::time::Instant,
+    /// Leader-side idle tracking of `quiesce`.
+    pub(crate) idle_track: Mutex<IdleTrack>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -152,6 +164,8 @@ impl Registry {
             pool,
             options,
             groups: RwLock::new(HashMap::new()),
+            epoch: std::time::Instant::now(),
+            idle_track: Mutex::new(IdleTrack::new()),
         })
     }
 
@@ -230,6 +244,7 @@ impl Registry {
             kind: gkind,
             info,
             frontier,
+            quiet: Arc::new(Quiet::default()),
         };
         let raced = {
             let mut groups = self
@@ -276,7 +291,7 @@ impl Registry {
         Ok(())
     }
 
-    fn hosted(&self, group: u64) -> Option<Hosted> {
+    pub(crate) fn hosted(&self, group: u64) -> Option<Hosted> {
         self.groups.read().ok().and_then(|g| g.get(&group).cloned())
     }
 
@@ -347,6 +362,7 @@ impl Registry {
                     is_leader,
                     replication_lag,
                     lagging_voters,
+                    quiet: !h.quiet.is_awake(),
                 }
             })
             .collect();
@@ -388,6 +404,9 @@ impl Registry {
             Ok(RaftKind::AppendEntries) => {
                 match decode::<AppendEntriesRequest<TypeConfig>>(&req.payload) {
                     Ok(rpc) => {
+                        if !rpc.entries.is_empty() {
+                            self.wake_hosted(req.group_id, &h, "entries");
+                        }
                         let started = (!rpc.entries.is_empty()).then(std::time::Instant::now);
                         let reply = h.raft.append_entries(rpc).await;
                         if let Some(t) = started {
@@ -400,7 +419,10 @@ impl Registry {
                 }
             }
             Ok(RaftKind::Vote) => match decode::<VoteRequest<ReplicaId>>(&req.payload) {
-                Ok(rpc) => encode(&h.raft.vote(rpc).await),
+                Ok(rpc) => {
+                    self.wake_hosted(req.group_id, &h, "vote");
+                    encode(&h.raft.vote(rpc).await)
+                }
                 Err(e) => return unavailable(format!("bad vote payload: {e}")),
             },
             _ => return unavailable(format!("unknown raft message kind {}", req.kind)),

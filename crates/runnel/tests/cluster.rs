@@ -514,3 +514,183 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
         .collect();
     assert_eq!(got, values);
 }
+
+/// Sum of the samples of `series` (a metric name, optionally with its label set, e.g.
+/// `name{reason="write"}`) in a node's /metrics output.
+fn metric_sum(port: u16, series: &str) -> f64 {
+    http_get(port, "/metrics")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let matches = name == series
+                || (!series.contains('{')
+                    && name
+                        .strip_prefix(series)
+                        .is_some_and(|r| r.starts_with('{')));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Per running node: how many times its replicas went quiet so far.
+fn quiesced_counts(cluster: &TestCluster) -> Vec<f64> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .map(|n| metric_sum(n.http, "runnel_raft_quiesced_total"))
+        .collect()
+}
+
+/// Waits until every running node reports `want` quiet groups and has quiesced at least
+/// `want` more times than in `before` (from [`quiesced_counts`]; the gauge is refreshed once a
+/// second, so on its own it could still show an earlier quiet period).
+async fn wait_quiet(cluster: &TestCluster, want: f64, before: &[f64], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let quiet: Vec<f64> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| metric_sum(n.http, "runnel_raft_groups_quiet"))
+            .collect();
+        let counts = quiesced_counts(cluster);
+        let again = counts
+            .iter()
+            .zip(before.iter().chain(std::iter::repeat(&0.0)))
+            .all(|(now, was)| *now >= was + want);
+        if again && quiet.iter().all(|q| *q == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups not quiet after {timeout:?}: {quiet:?} quiet, quiesced {counts:?} times (before: {before:?}; want {want} on every node)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Puts `n` records with distinct keys (so every shard gets some), retrying each until
+/// `deadline`; returns data → (shard, sequence number).
+async fn put_spread(
+    c: &Client,
+    stream: &str,
+    tag: &str,
+    n: usize,
+    deadline: Instant,
+) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let data = format!("{tag}-{i}");
+        loop {
+            match c
+                .put_record(stream, &format!("key-{i}"), data.clone().into_bytes())
+                .await
+            {
+                Ok((shard, seq)) => {
+                    out.insert(data, (shard, seq));
+                    break;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "put {data} kept failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_groups_go_quiet_wake_for_writes_and_fail_over() {
+    let mut cluster = TestCluster::start_with(3, "[raft]\nquiesce_idle_ms = 1000\n");
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let c = cluster.client(0);
+    c.create_stream("quiet", 3, 0).await.unwrap();
+    c.wait_active("quiet", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut written = put_spread(&c, "quiet", "first", 30, deadline).await;
+
+    // Three nodes, replication factor 3: every node hosts a replica of each of the 3 shards,
+    // and all of them go quiet once the writes stop.
+    wait_quiet(&cluster, 3.0, &[0.0; 3], Duration::from_secs(30)).await;
+    let writes_woken = |cluster: &TestCluster| -> f64 {
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| metric_sum(n.http, "runnel_raft_quiesce_wakes_total{reason=\"write\"}"))
+            .sum()
+    };
+    let before = writes_woken(&cluster);
+
+    // A write to a quiet group is acknowledged at once, and wakes its leader.
+    let counts = quiesced_counts(&cluster);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    written.extend(put_spread(&c, "quiet", "second", 30, deadline).await);
+    assert!(
+        writes_woken(&cluster) >= before + 3.0,
+        "writes did not wake the 3 quiet leaders"
+    );
+    wait_quiet(&cluster, 3.0, &counts, Duration::from_secs(30)).await;
+
+    // Kill the node leading shard 0 while everything is quiet: the followers miss the beats of
+    // its node, wake, elect, and the shard takes writes again.
+    let status = c.cluster_status().await.unwrap();
+    let leader = status
+        .groups
+        .iter()
+        .find(|g| g.stream == "quiet" && g.shard_id == "shardId-000000000000")
+        .map(|g| g.leader_node)
+        .unwrap();
+    assert_ne!(leader, 0, "shard 0 has no known leader");
+    let victim = cluster.index_of(leader);
+    cluster.kill(victim);
+    let survivor = (victim + 1) % 3;
+    let c = cluster.client(survivor);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    written.extend(put_spread(&c, "quiet", "third", 30, deadline).await);
+    let no_beat: f64 = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .map(|n| {
+            metric_sum(
+                n.http,
+                "runnel_raft_quiesce_wakes_total{reason=\"no_beat\"}",
+            )
+        })
+        .sum();
+    if no_beat < 1.0 {
+        for n in cluster.nodes.iter().filter(|n| n.child.is_some()) {
+            for l in http_get(n.http, "/metrics").lines() {
+                if l.starts_with("runnel_raft_quiesce") || l.starts_with("runnel_raft_groups") {
+                    eprintln!("node {}: {l}", n.id);
+                }
+            }
+        }
+    }
+    assert!(no_beat >= 1.0, "no follower woke for missing beats");
+
+    // Every acknowledged record is there, with the sequence number it was acknowledged with.
+    let mut got = BTreeMap::new();
+    for (shard, recs) in read_all(&c, "quiet").await {
+        for r in recs {
+            got.insert(
+                String::from_utf8(r.data.to_vec()).unwrap(),
+                (shard.clone(), r.sequence_number),
+            );
+        }
+    }
+    assert_eq!(got, written);
+
+    // The killed node comes back, learns the new leaders and the groups go quiet again.
+    let mut counts = quiesced_counts(&cluster);
+    cluster.spawn(victim);
+    counts.insert(victim, 0.0);
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    wait_quiet(&cluster, 3.0, &counts, Duration::from_secs(60)).await;
+}

@@ -42,6 +42,9 @@ pub struct RaftConfig {
     /// this many are in flight wait and share the next entry, so fewer in flight means larger
     /// entries (fewer Raft rounds and fsyncs per record) at the cost of pipelining.
     pub shard_inflight_entries: usize,
+    /// A shard group whose leader appended nothing for this long goes quiet: its Raft timers
+    /// stop and one beat per peer node replaces its heartbeats (ms; 0 turns quiescing off).
+    pub quiesce_idle_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -56,6 +59,7 @@ impl Default for RaftConfig {
             shard_snapshot_logs: 20_000,
             logs_to_keep: 5_000,
             shard_inflight_entries: 2,
+            quiesce_idle_ms: 3_000,
         }
     }
 }
@@ -379,6 +383,12 @@ impl NodeConfig {
         if r.shard_inflight_entries == 0 || r.shard_inflight_entries > 1024 {
             return bad("raft: shard_inflight_entries must be between 1 and 1024".into());
         }
+        if r.quiesce_idle_ms != 0 && r.quiesce_idle_ms < 2 * r.shard_heartbeat_ms {
+            return bad(format!(
+                "raft: quiesce_idle_ms must be 0 (off) or at least two shard heartbeats ({} ms)",
+                2 * r.shard_heartbeat_ms
+            ));
+        }
         if r.shard_snapshot_logs == 0 {
             return bad("raft: shard_snapshot_logs must be at least 1".into());
         }
@@ -517,6 +527,24 @@ mod tests {
         for bad in [0, 51] {
             let c = NodeConfig::from_toml(&format!("[limits]\nmax_tags = {bad}\n")).unwrap();
             assert!(c.validate().unwrap_err().to_string().contains("max_tags"));
+        }
+    }
+
+    #[test]
+    fn quiesce_idle_is_off_or_at_least_two_heartbeats() {
+        assert_eq!(NodeConfig::default().raft.quiesce_idle_ms, 3_000);
+        for ok in [0, 1_000, 60_000] {
+            let c = NodeConfig::from_toml(&format!("[raft]\nquiesce_idle_ms = {ok}\n")).unwrap();
+            c.validate().unwrap();
+            assert_eq!(c.raft.quiesce_idle_ms, ok);
+        }
+        for bad in [1, 999] {
+            let c = NodeConfig::from_toml(&format!("[raft]\nquiesce_idle_ms = {bad}\n")).unwrap();
+            assert!(c
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("quiesce_idle_ms"));
         }
     }
 

@@ -115,6 +115,15 @@ impl Internal for InternalService {
         Ok(Response::new(ipb::RaftBatchReply { replies }))
     }
 
+    async fn node_beat(
+        &self,
+        request: Request<ipb::NodeBeatRequest>,
+    ) -> Result<Response<ipb::NodeBeatReply>, Status> {
+        Ok(Response::new(
+            self.node.registry.handle_node_beat(request.into_inner()),
+        ))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<ipb::SnapshotChunk>>,

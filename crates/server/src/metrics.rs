@@ -497,6 +497,14 @@ pub static GROUPS_LEADERLESS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+/// Hosted groups that are quiet (idle, Raft timers stopped).
+pub static GROUPS_QUIET: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "runnel_raft_groups_quiet",
+        "Hosted shard groups that are quiet on this node: idle, Raft timers stopped, kept alive by one beat per peer node",
+    )
+});
+
 /// Led groups with a voter silent for 5 s or more than 10,000 entries behind.
 pub static GROUPS_UNDER_REPLICATED: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
@@ -710,6 +718,7 @@ pub fn init() {
     LazyLock::force(&GROUPS_HOSTED);
     LazyLock::force(&GROUPS_LED);
     LazyLock::force(&GROUPS_LEADERLESS);
+    LazyLock::force(&GROUPS_QUIET);
     LazyLock::force(&GROUPS_UNDER_REPLICATED);
     LazyLock::force(&REPLICATION_LAG);
     LazyLock::force(&LEADER_CHANGES);

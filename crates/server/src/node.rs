@@ -238,6 +238,7 @@ impl Node {
                 shard_election_ms: (r.shard_election_min_ms, r.shard_election_max_ms),
                 shard_snapshot_logs: r.shard_snapshot_logs,
                 logs_to_keep: r.logs_to_keep,
+                quiesce_idle_ms: r.quiesce_idle_ms,
                 unsafe_restore_leaders: config.testing.bug_restore_leader,
             },
         );
@@ -304,6 +305,7 @@ impl Node {
         node.spawn(Node::reconcile_loop(node.clone()));
         node.spawn(Node::retention_loop(node.clone()));
         node.spawn(Node::metrics_loop(node.clone()));
+        node.spawn(Node::quiesce_loop(node.clone()));
         Ok(node)
     }
 
@@ -549,6 +551,23 @@ impl Node {
         }
     }
 
+    /// Quiesces idle shard groups and keeps quiet ones alive (`runnel_raft::quiesce`), once per
+    /// shard heartbeat interval.
+    async fn quiesce_loop(node: Arc<Node>) {
+        if node.config.raft.quiesce_idle_ms == 0 {
+            return;
+        }
+        let mut stop = node.shutdown_signal();
+        let every = Duration::from_millis(node.config.raft.shard_heartbeat_ms);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            node.registry.quiesce_round();
+        }
+    }
+
     /// Refreshes the Raft and storage gauges every second and counts leader changes.
     async fn metrics_loop(node: Arc<Node>) {
         let mut stop = node.shutdown_signal();
@@ -561,6 +580,7 @@ impl Node {
             metrics::GROUPS_LED.set(status.iter().filter(|s| s.is_leader).count() as i64);
             metrics::GROUPS_LEADERLESS
                 .set(status.iter().filter(|s| s.leader_node.is_none()).count() as i64);
+            metrics::GROUPS_QUIET.set(status.iter().filter(|s| s.quiet).count() as i64);
             metrics::GROUPS_UNDER_REPLICATED.set(
                 status
                     .iter()
@@ -916,6 +936,8 @@ impl Node {
                 if group == META_GROUP {
                     return Attempt::Fail(Error::Internal("records for the metadata group".into()));
                 }
+                // A quiet group's leader resumes its timer before it proposes.
+                self.registry.wake(group, "write");
                 let tx = match self.batcher(group, raft) {
                     Ok(tx) => tx,
                     Err(e) => return Attempt::Fail(e),
