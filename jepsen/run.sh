@@ -63,6 +63,8 @@ if [ "$scenario" = ci ]; then
     net=proxy; [ "$s" = partition-majority ] && net=$pnet
     if one "$s" --time-limit 30 --net "$net" "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
   done
+  # Writes in bursts: shard groups go quiet between them, so leaders of quiet groups get killed.
+  if one leader-kill --time-limit 30 --bursts "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
   for spec in "leader-kill drop-applied-records divergence" \
               "pause reuse-sequence-numbers inconsistent-offsets" \
               "partition-majority drop-applied-records divergence" \

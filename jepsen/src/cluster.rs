@@ -83,6 +83,8 @@ pub struct Node {
 pub struct ClusterOptions {
     /// Number of nodes.
     pub nodes: usize,
+    /// TOML appended to every node's `[raft]` section.
+    pub raft: String,
     /// TOML appended to every node's `[testing]` section.
     pub testing: String,
     /// TOML appended to the last node's `[testing]` section only.
@@ -197,7 +199,8 @@ impl Cluster {
                 Net::Netns(_) => Vec::new(),
             };
             let mut testing = format!(
-                "[testing]\nenable_clock_hook = true\nsimulate_power_loss = {}\npeer_overrides = [ {} ]\n{}\n",
+                "[raft]\n{}\n[testing]\nenable_clock_hook = true\nsimulate_power_loss = {}\npeer_overrides = [ {} ]\n{}\n",
+                opts.raft,
                 opts.power_loss,
                 overrides.join(", "),
                 opts.testing
@@ -261,7 +264,11 @@ impl Cluster {
         cmd.arg("serve")
             .arg("--config")
             .arg(&node.config)
-            .env("RUNNEL_LOG", "info,openraft=warn")
+            .env(
+                "RUNNEL_LOG",
+                std::env::var("RUNNEL_JEPSEN_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -98,7 +98,13 @@ pub struct Options {
     pub bug: Option<Bug>,
     /// Network mode.
     pub net: NetMode,
+    /// Producers write in bursts (see [`BURST`]) and idle shard groups quiesce after 1 s, so
+    /// faults also hit quiet groups.
+    pub bursts: bool,
 }
+
+/// With `bursts`: producers write for the first `BURST.0` of every `BURST.1`.
+const BURST: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(6));
 
 struct Recorder {
     start: Instant,
@@ -158,6 +164,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         net: opts.net,
         ..Default::default()
     };
+    if opts.bursts {
+        copts.raft = "quiesce_idle_ms = 1000".into();
+    }
     match opts.bug {
         Some(Bug::DropAppliedRecords) => {
             copts.last_testing = "bug_drop_applied_records = true".into();
@@ -241,6 +250,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             rec.clone(),
             next_value.clone(),
             deadline,
+            opts.bursts,
         )));
     }
     for (s, shard) in shards.iter().enumerate() {
@@ -341,6 +351,7 @@ async fn producer(
     rec: Arc<Recorder>,
     next_value: Arc<AtomicU64>,
     deadline: tokio::time::Instant,
+    bursts: bool,
 ) {
     let mut process = first;
     let mut n = 0usize;
@@ -348,6 +359,15 @@ async fn producer(
     let ordered = first.is_multiple_of(2);
     let mut last_seq: std::collections::HashMap<String, String> = Default::default();
     while tokio::time::Instant::now() < deadline {
+        if bursts {
+            // Silent for the rest of the cycle once its burst is over.
+            let cycle = BURST.1.as_millis() as u64;
+            let into = rec.now() % cycle;
+            if into >= BURST.0.as_millis() as u64 {
+                tokio::time::sleep(Duration::from_millis(cycle - into)).await;
+                continue;
+            }
+        }
         // Every other operation is a PutRecords of 2-8 values (spanning shards).
         let batch = if n % 2 == 1 {
             rand::rng().random_range(2..=8)

@@ -181,7 +181,12 @@ impl Registry {
         if let Ok(mut track) = self.idle_track.lock() {
             track.remove(&group);
         }
-        tracing::debug!(group, node = self.node_id, reason, "group woke");
+        if matches!(reason, "write" | "entries") {
+            tracing::debug!(group, node = self.node_id, reason, "quiet group woke");
+        } else {
+            // Rare, and worth seeing: a peer's view differs, a leader vanished or lost its lead.
+            tracing::info!(group, node = self.node_id, reason, "quiet group woke");
+        }
         if was == QUIET_LEADER && reason != "write" {
             // Heartbeat at once: whoever asked learns its leader (or we a newer term) before
             // its election timeout.

@@ -56,6 +56,10 @@ enum Cmd {
         /// network namespace per node and nftables rules; root, iproute2 and nftables).
         #[arg(long, default_value = "proxy")]
         net: NetMode,
+        /// Producers write in bursts (2 s of every 6 s) and idle shard groups quiesce after
+        /// 1 s, so faults also hit quiet groups.
+        #[arg(long)]
+        bursts: bool,
     },
     /// Check a JSON-lines history.
     Check {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             dir,
             bug,
             net,
+            bursts,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
                 dir,
                 bug,
                 net,
+                bursts,
             };
             // Ctrl-C or SIGTERM abandons the run; dropping the runtime drops every task and so
             // the cluster, which stops every node and proxy.
