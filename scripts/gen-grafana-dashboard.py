@@ -142,6 +142,11 @@ panel("Proposals pending; snapshots",
       x=16, w=8)
 panel("Records per entry (batching) p50",
       [(q("runnel_shard_entry_records", "", 0.5), "p50")], x=0, w=8)
+panel("Quiet shard groups; wakes/s",
+      [("runnel_raft_groups_quiet", "{{instance}} quiet"),
+       ("sum by (reason) (rate(runnel_raft_quiesce_wakes_total[$__rate_interval]))", "wakes/s: {{reason}}")],
+      x=8, w=8,
+      desc="Idle shard groups whose Raft timers are stopped (docs/design.md, Quiet groups), and why quiet groups woke")
 
 row("Storage")
 panel("WAL fsync latency p50 / p99",
