@@ -16,6 +16,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))
 }
 
+/// Serde of a `Bytes` field as a byte string: the same encoding as `serde_bytes` on a
+/// `Vec<u8>`, so stored entries keep their format.
+pub mod bytes_serde {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a byte string.
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    /// Deserializes a byte string (taking ownership of the decoded buffer, no second copy).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes::from(b.into_vec()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,8 +47,8 @@ mod tests {
                 arrival_ms: 1_700_000_000_000,
                 records: vec![WireRecord {
                     partition_key: "k".into(),
-                    data: vec![1, 2, 3],
-                    encryption: vec![],
+                    data: bytes::Bytes::from_static(&[1, 2, 3]),
+                    encryption: bytes::Bytes::new(),
                 }],
             }),
         };

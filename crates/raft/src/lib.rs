@@ -68,12 +68,12 @@ impl fmt::Display for ReplicaNode {
 pub struct WireRecord {
     /// Partition key.
     pub partition_key: String,
-    /// Data blob.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// Data blob (shared, not copied, when an entry is cloned).
+    #[serde(with = "codec::bytes_serde")]
+    pub data: bytes::Bytes,
     /// Encryption header (empty: plaintext).
-    #[serde(with = "serde_bytes")]
-    pub encryption: Vec<u8>,
+    #[serde(with = "codec::bytes_serde")]
+    pub encryption: bytes::Bytes,
 }
 
 impl WireRecord {
@@ -81,8 +81,8 @@ impl WireRecord {
     pub fn into_record_in(self) -> runnel_storage::RecordIn {
         runnel_storage::RecordIn {
             partition_key: self.partition_key,
-            data: self.data.into(),
-            encryption: self.encryption.into(),
+            data: self.data,
+            encryption: self.encryption,
         }
     }
 }

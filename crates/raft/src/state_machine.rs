@@ -408,8 +408,8 @@ fn shard_snapshot_data(
         for (pos, rec) in batch {
             let wire = WireRecord {
                 partition_key: rec.partition_key,
-                data: rec.data.to_vec(),
-                encryption: rec.encryption.to_vec(),
+                data: rec.data,
+                encryption: rec.encryption,
             };
             match entries.last_mut() {
                 Some(e) if e.log_index == pos.log_index => e.records.push(wire),

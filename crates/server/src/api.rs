@@ -344,8 +344,8 @@ impl Api {
                 .filter_map(|i| entries[*i].take())
                 .map(|e| WireRecord {
                     partition_key: e.partition_key,
-                    data: e.data.to_vec(),
-                    encryption: Vec::new(),
+                    data: e.data,
+                    encryption: bytes::Bytes::new(),
                 })
                 .collect();
             let bytes: u64 = records
@@ -642,7 +642,7 @@ impl Api {
         &self,
         name: StreamName,
         partition_key: String,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         explicit_hash_key: &str,
         sequence_number_for_ordering: &str,
     ) -> Result<(ShardId, SequenceNumber)> {
@@ -671,7 +671,7 @@ impl Api {
         &self,
         stream: &StreamMeta,
         partition_key: String,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         explicit_hash_key: &str,
     ) -> Result<(ShardId, SequenceNumber)> {
         let key = self.check_record(stream, &partition_key, &data, explicit_hash_key)?;
@@ -684,7 +684,7 @@ impl Api {
                 vec![WireRecord {
                     partition_key,
                     data,
-                    encryption: Vec::new(),
+                    encryption: bytes::Bytes::new(),
                 }],
             )
             .await?;
@@ -1044,7 +1044,7 @@ impl Runnel for Api {
                 .put_record(
                     name,
                     req.partition_key,
-                    req.data.to_vec(),
+                    req.data,
                     &req.explicit_hash_key,
                     &req.sequence_number_for_ordering,
                 )

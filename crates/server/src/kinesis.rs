@@ -435,7 +435,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
                 .put_record(
                     name,
                     input.str("PartitionKey").unwrap_or_default().to_string(),
-                    data,
+                    data.into(),
                     input.str("ExplicitHashKey").unwrap_or_default(),
                     input.str("SequenceNumberForOrdering").unwrap_or_default(),
                 )

@@ -49,6 +49,10 @@ const CF_STATE: &str = "state";
 const CF_RECORDS: &str = "records";
 const CF_TIME: &str = "time";
 
+/// Bytes a WriteBatch spends on one put besides the value: tag, column family id, key and
+/// their length varints (keys here are at most 32 bytes). Used to size batches up front.
+const RECORD_PUT_OVERHEAD: usize = 48;
+
 /// Keys of the per-group `state` values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -291,7 +295,11 @@ impl Store {
     /// [`LogWriter::submit`] to make it durable.
     pub fn log_append_batch(&self, group: u64, entries: &[(u64, Vec<u8>)]) -> Result<WriteBatch> {
         let cf = self.cf(CF_LOG)?;
-        let mut batch = WriteBatch::default();
+        let size: usize = entries
+            .iter()
+            .map(|(_, b)| b.len() + RECORD_PUT_OVERHEAD)
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(size + RECORD_PUT_OVERHEAD);
         for (index, bytes) in entries {
             batch.put_cf(cf, log_key(group, *index), bytes);
         }
@@ -412,7 +420,12 @@ impl Store {
         records: &[RecordIn],
         applied: &[u8],
     ) -> Result<()> {
-        let mut batch = WriteBatch::default();
+        // Sized up front: growing the batch's buffer record by record copied it repeatedly.
+        let bytes: usize = records
+            .iter()
+            .map(|r| record::encoded_len(r) + RECORD_PUT_OVERHEAD)
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + 2 * RECORD_PUT_OVERHEAD);
         self.add_records_to_batch(&mut batch, group, log_index, arrival_ms, records)?;
         batch.put_cf(
             self.cf(CF_STATE)?,
@@ -437,6 +450,7 @@ impl Store {
         }
         let rec_cf = self.cf(CF_RECORDS)?;
         let time_cf = self.cf(CF_TIME)?;
+        let mut value = Vec::new();
         for (sub, rec) in records.iter().enumerate() {
             let sub = u32::try_from(sub)
                 .map_err(|_| Error::Invalid("too many records in one entry".into()))?;
@@ -454,11 +468,10 @@ impl Store {
                 } else {
                     sub
                 };
-            batch.put_cf(
-                rec_cf,
-                record_key(group, Position { log_index, sub }),
-                record::encode(rec, arrival_ms),
-            );
+            batch.put_cf(rec_cf, record_key(group, Position { log_index, sub }), {
+                record::encode_into(&mut value, rec, arrival_ms);
+                &value
+            });
         }
         batch.put_cf(time_cf, time_key(group, arrival_ms, log_index), []);
         Ok(())

@@ -33,9 +33,21 @@ pub struct StoredRecord {
 }
 
 pub(crate) fn encode(rec: &RecordIn, arrival_ms: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(encoded_len(rec));
+    encode_into(&mut v, rec, arrival_ms);
+    v
+}
+
+/// Upper bound of the stored size of `rec`.
+pub(crate) fn encoded_len(rec: &RecordIn) -> usize {
+    1 + 2 + rec.encryption.len() + 8 + 2 + rec.partition_key.len() + rec.data.len()
+}
+
+/// Encodes `rec` into `v`, replacing its contents (one buffer serves a whole entry).
+pub(crate) fn encode_into(v: &mut Vec<u8>, rec: &RecordIn, arrival_ms: u64) {
     let pk = rec.partition_key.as_bytes();
-    let mut v =
-        Vec::with_capacity(1 + 2 + rec.encryption.len() + 8 + 2 + pk.len() + rec.data.len());
+    v.clear();
+    v.reserve(encoded_len(rec));
     v.push(1u8);
     // Lengths were validated upstream (pk <= 256 chars = at most 1024 bytes; headers are small).
     v.extend_from_slice(&(rec.encryption.len().min(u16::MAX as usize) as u16).to_be_bytes());
@@ -44,7 +56,6 @@ pub(crate) fn encode(rec: &RecordIn, arrival_ms: u64) -> Vec<u8> {
     v.extend_from_slice(&(pk.len().min(u16::MAX as usize) as u16).to_be_bytes());
     v.extend_from_slice(&pk[..pk.len().min(u16::MAX as usize)]);
     v.extend_from_slice(&rec.data);
-    v
 }
 
 pub(crate) fn decode(v: &[u8]) -> Result<StoredRecord> {
