@@ -468,10 +468,12 @@ impl Store {
                 } else {
                     sub
                 };
-            batch.put_cf(rec_cf, record_key(group, Position { log_index, sub }), {
-                record::encode_into(&mut value, rec, arrival_ms);
-                &value
-            });
+            record::encode_into(&mut value, rec, arrival_ms);
+            batch.put_cf(
+                rec_cf,
+                record_key(group, Position { log_index, sub }),
+                value.as_slice(),
+            );
         }
         batch.put_cf(time_cf, time_key(group, arrival_ms, log_index), []);
         Ok(())

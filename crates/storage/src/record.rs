@@ -32,6 +32,8 @@ pub struct StoredRecord {
     pub encryption: Bytes,
 }
 
+/// Encodes `rec` into a new buffer (tests; the store encodes with [`encode_into`]).
+#[cfg(test)]
 pub(crate) fn encode(rec: &RecordIn, arrival_ms: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(encoded_len(rec));
     encode_into(&mut v, rec, arrival_ms);
