@@ -227,7 +227,8 @@ impl Registry {
             let Ok(mut track) = self.idle_track.lock() else {
                 return;
             };
-            track.retain(|g, _| hosted.iter().any(|(k, _)| k == g));
+            let ids: std::collections::HashSet<u64> = hosted.iter().map(|(k, _)| *k).collect();
+            track.retain(|g, _| ids.contains(g));
             for (group, h) in &hosted {
                 let state = h.quiet.state.load(Ordering::Acquire);
                 if state == QUIET_FOLLOWER {

@@ -48,6 +48,19 @@ async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb::Rec
     out
 }
 
+/// Physical id of the node leading shard 0 of `stream`, as `client`'s node sees it.
+async fn shard0_leader(client: &Client, stream: &str) -> u64 {
+    let status = client.cluster_status().await.unwrap();
+    let leader = status
+        .groups
+        .iter()
+        .find(|g| g.stream == stream && g.shard_id == "shardId-000000000000")
+        .map(|g| g.leader_node)
+        .unwrap();
+    assert_ne!(leader, 0, "shard 0 has no known leader");
+    leader
+}
+
 fn seq_key(s: &str) -> (usize, String) {
     (s.len(), s.to_string())
 }
@@ -189,14 +202,7 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
         assert!(Instant::now() < deadline, "writes stalled before the kill");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = c0.cluster_status().await.unwrap();
-    let leader = status
-        .groups
-        .iter()
-        .find(|g| g.stream == "orders" && g.shard_id == "shardId-000000000000")
-        .map(|g| g.leader_node)
-        .unwrap();
-    assert_ne!(leader, 0, "shard 0 has no known leader");
+    let leader = shard0_leader(&c0, "orders").await;
     let victim = cluster.index_of(leader);
     let before_kill = acked.lock().unwrap().len();
     cluster.kill(victim);
@@ -639,14 +645,7 @@ async fn idle_groups_go_quiet_wake_for_writes_and_fail_over() {
 
     // Kill the node leading shard 0 while everything is quiet: the followers miss the beats of
     // its node, wake, elect, and the shard takes writes again.
-    let status = c.cluster_status().await.unwrap();
-    let leader = status
-        .groups
-        .iter()
-        .find(|g| g.stream == "quiet" && g.shard_id == "shardId-000000000000")
-        .map(|g| g.leader_node)
-        .unwrap();
-    assert_ne!(leader, 0, "shard 0 has no known leader");
+    let leader = shard0_leader(&c, "quiet").await;
     let victim = cluster.index_of(leader);
     cluster.kill(victim);
     let survivor = (victim + 1) % 3;
