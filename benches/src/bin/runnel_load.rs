@@ -74,6 +74,14 @@ struct Args {
     /// load producer; `--in-flight` records outstanding each) instead of one call per request.
     #[arg(long)]
     client_batching: bool,
+    /// Runnel: send every record on its own over a long-lived PutRecordStream through the
+    /// producer's endpoint (one stream per load producer; no call per record, no batching).
+    #[arg(long, conflicts_with_all = ["client_batching", "client_streaming"])]
+    record_stream: bool,
+    /// Runnel: the client's leader-aware `Producer` in streaming mode: every record on its own
+    /// over a PutRecordStream to its shard's leader (no batching, no call per record).
+    #[arg(long, conflicts_with = "client_batching")]
+    client_streaming: bool,
     /// With `--client-batching`: PutRecords calls outstanding per shard in each producer.
     #[arg(long, default_value_t = 2)]
     producer_calls_per_shard: usize,
@@ -143,6 +151,8 @@ enum Target {
     Runnel(Client),
     /// Runnel through the client's batching, leader-aware producer (one per load producer).
     Producer(runnel_client::Producer),
+    /// Runnel: single records pipelined on one PutRecordStream (one per load producer).
+    Stream(runnel_client::RecordStream),
     /// A JetStream context and the number of streams standing for shards.
     Nats(async_nats::jetstream::Context, u32),
 }
@@ -229,8 +239,14 @@ async fn send(
             Err(runnel_types::Error::ProvisionedThroughputExceeded(_)) => Err(true),
             Err(_) => Err(false),
         },
-        Target::Producer(p) => {
-            let sends = entries.into_iter().map(|(k, d)| p.send(k, d));
+        Target::Producer(_) | Target::Stream(_) => {
+            let sends = entries.into_iter().map(|(k, d)| async {
+                match &target {
+                    Target::Producer(p) => p.send(k, d).await,
+                    Target::Stream(rs) => rs.send(k, d).await,
+                    _ => Err(runnel_types::Error::Internal("unreachable".into())),
+                }
+            });
             let mut ok = 0;
             let mut failed = 0;
             let mut throttled = false;
@@ -489,7 +505,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
                     stats.clone(),
                     consumers_stop,
                 ))),
-                Target::Producer(_) => {}
+                Target::Producer(_) | Target::Stream(_) => {}
                 Target::Nats(js, _) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     ready.push(rx);
@@ -512,19 +528,25 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     let mut producer_targets = Vec::new();
     for p in 0..args.producers {
         let t = targets[p % targets.len()].clone();
-        producer_targets.push(match (&t, args.client_batching) {
-            (Target::Runnel(client), true) => Target::Producer(
-                runnel_client::Producer::new(
-                    client.clone(),
-                    &args.stream,
-                    runnel_client::ProducerConfig {
-                        max_in_flight: args.producer_calls_per_shard,
-                        ..Default::default()
-                    },
+        producer_targets.push(match &t {
+            Target::Runnel(client) if args.client_batching || args.client_streaming => {
+                Target::Producer(
+                    runnel_client::Producer::new(
+                        client.clone(),
+                        &args.stream,
+                        runnel_client::ProducerConfig {
+                            max_in_flight: args.producer_calls_per_shard,
+                            streaming: args.client_streaming,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| format!("producer: {e}"))?,
                 )
-                .await
-                .map_err(|e| format!("producer: {e}"))?,
-            ),
+            }
+            Target::Runnel(client) if args.record_stream => {
+                Target::Stream(client.record_stream(&args.stream))
+            }
             _ => t,
         });
     }
@@ -586,7 +608,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
                     eprintln!("DeleteStream {}: {e}", args.stream);
                 }
             }
-            Some(Target::Producer(_)) => {}
+            Some(Target::Producer(_) | Target::Stream(_)) => {}
             Some(Target::Nats(js, _)) => {
                 for name in &shards {
                     if let Err(e) = js.delete_stream(name).await {
@@ -601,6 +623,8 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         "label": args.label.clone().unwrap_or_else(|| args.system.clone()),
         "system": args.system,
         "client_batching": args.client_batching,
+        "client_streaming": args.client_streaming,
+        "record_stream": args.record_stream,
         "mode": if args.rate == 0 { "closed-loop" } else { "open-loop" },
         "rate": args.rate,
         "producers": args.producers,

@@ -12,7 +12,9 @@ use tonic::transport::{Channel, Endpoint};
 pub use runnel_proto::v1;
 
 pub mod producer;
+pub mod record_stream;
 pub use producer::{Producer, ProducerConfig};
+pub use record_stream::RecordStream;
 
 /// Largest message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -103,6 +105,12 @@ impl Client {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Client { inner })
+    }
+
+    /// Single records to `stream_name` pipelined on one `PutRecordStream` through this
+    /// client's node, each acknowledged on its own (see [`RecordStream`]).
+    pub fn record_stream(&self, stream_name: &str) -> RecordStream {
+        RecordStream::new(self.clone(), stream_name)
     }
 
     /// The generated client, for calls this wrapper does not cover.

@@ -24,7 +24,7 @@ use runnel_proto::v1 as pb;
 use runnel_types::{route, Error, HashKey, HashRange, ShardId};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{from_status, stream, Client};
+use crate::{from_status, stream, Client, RecordStream};
 
 /// Producer settings.
 #[derive(Clone, Debug)]
@@ -39,6 +39,10 @@ pub struct ProducerConfig {
     pub refresh_every: Duration,
     /// Send each shard's calls to its leader (true) or always to the bootstrap endpoint.
     pub leader_routing: bool,
+    /// Send each record on its own over a long-lived `PutRecordStream` per node (a
+    /// [`RecordStream`]) instead of batching per shard into PutRecords calls: no batching delay
+    /// and no call per record. `max_batch_*` and `max_in_flight` do not apply then.
+    pub streaming: bool,
 }
 
 impl Default for ProducerConfig {
@@ -49,6 +53,7 @@ impl Default for ProducerConfig {
             max_in_flight: 2,
             refresh_every: Duration::from_secs(5),
             leader_routing: true,
+            streaming: false,
         }
     }
 }
@@ -67,6 +72,8 @@ struct Pending {
 struct Routes {
     ranges: Vec<(ShardId, HashRange)>,
     leaders: HashMap<ShardId, Client>,
+    /// With `streaming`: the record stream to each shard's leader.
+    streams: HashMap<ShardId, RecordStream>,
 }
 
 struct Shared {
@@ -77,6 +84,10 @@ struct Shared {
     queues: RwLock<HashMap<ShardId, mpsc::UnboundedSender<Pending>>>,
     /// Clients per node address, reused across refreshes.
     clients: RwLock<HashMap<String, Client>>,
+    /// With `streaming`: record streams per node address, reused across refreshes.
+    record_streams: RwLock<HashMap<String, RecordStream>>,
+    /// With `streaming`: the record stream through the bootstrap endpoint.
+    bootstrap_stream: RecordStream,
     refresh: tokio::sync::Notify,
 }
 
@@ -98,7 +109,9 @@ impl Producer {
         let shared = Arc::new(Shared {
             stream: stream_name.to_string(),
             config,
+            bootstrap_stream: RecordStream::new(bootstrap.clone(), stream_name),
             bootstrap,
+            record_streams: RwLock::new(HashMap::new()),
             routes: RwLock::new(Routes::default()),
             queues: RwLock::new(HashMap::new()),
             clients: RwLock::new(HashMap::new()),
@@ -123,20 +136,36 @@ impl Producer {
     /// Queues one record; resolves with its shard and sequence number once acknowledged, or
     /// with the error the cluster gave for it.
     pub async fn send(&self, partition_key: String, data: Vec<u8>) -> Result<Acked, Error> {
-        let shard = {
+        let (shard, record_stream) = {
             let routes = self
                 .shared
                 .routes
                 .read()
                 .map_err(|_| Error::Internal("producer routes poisoned".into()))?;
             runnel_types::validate_partition_key(&partition_key)?;
-            route(&routes.ranges, HashKey::from_partition_key(&partition_key)).ok_or_else(|| {
-                Error::Internal(format!(
-                    "no open shard of {} holds the key",
-                    self.shared.stream
-                ))
-            })?
+            let shard = route(&routes.ranges, HashKey::from_partition_key(&partition_key))
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "no open shard of {} holds the key",
+                        self.shared.stream
+                    ))
+                })?;
+            let record_stream = self.shared.config.streaming.then(|| {
+                routes
+                    .streams
+                    .get(&shard)
+                    .unwrap_or(&self.shared.bootstrap_stream)
+                    .clone()
+            });
+            (shard, record_stream)
         };
+        if let Some(rs) = record_stream {
+            let result = rs.send(partition_key, data).await;
+            if result.is_err() {
+                self.shared.refresh.notify_one();
+            }
+            return result;
+        }
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             key: partition_key,
@@ -196,6 +225,7 @@ async fn refresh(shared: &Shared) -> Result<(), Error> {
     }
     ranges.sort_by_key(|(_, r)| r.start);
     let mut leaders = HashMap::new();
+    let mut streams = HashMap::new();
     if shared.config.leader_routing {
         let status = shared.bootstrap.cluster_status().await?;
         let addrs: HashMap<u64, String> = status
@@ -210,6 +240,11 @@ async fn refresh(shared: &Shared) -> Result<(), Error> {
                 continue;
             };
             if let Some(c) = client_for(shared, addr) {
+                if shared.config.streaming {
+                    if let Some(rs) = record_stream_for(shared, addr, &c) {
+                        streams.insert(id, rs);
+                    }
+                }
                 leaders.insert(id, c);
             }
         }
@@ -218,8 +253,25 @@ async fn refresh(shared: &Shared) -> Result<(), Error> {
         .routes
         .write()
         .map_err(|_| Error::Internal("producer routes poisoned".into()))?;
-    *routes = Routes { ranges, leaders };
+    *routes = Routes {
+        ranges,
+        leaders,
+        streams,
+    };
     Ok(())
+}
+
+fn record_stream_for(shared: &Shared, addr: &str, client: &Client) -> Option<RecordStream> {
+    if let Some(rs) = shared.record_streams.read().ok()?.get(addr) {
+        return Some(rs.clone());
+    }
+    let rs = RecordStream::new(client.clone(), &shared.stream);
+    shared
+        .record_streams
+        .write()
+        .ok()?
+        .insert(addr.to_string(), rs.clone());
+    Some(rs)
 }
 
 fn client_for(shared: &Shared, addr: &str) -> Option<Client> {

@@ -78,6 +78,8 @@ async fn writer(
         .iter()
         .map(|e| Client::connect_lazy(e).unwrap())
         .collect();
+    let streams: Vec<runnel_client::RecordStream> =
+        clients.iter().map(|c| c.record_stream("orders")).collect();
     let mut ep = w % clients.len();
     let mut step = 0usize;
     let mut attempt = 0usize;
@@ -87,14 +89,22 @@ async fn writer(
             "writer {w} did not finish in time"
         );
         let client = &clients[ep];
-        if (step / 20).is_multiple_of(2) {
-            // One record at a time with PutRecord.
+        let mode = (step / 20) % 3;
+        if mode != 1 {
+            // One record at a time: with PutRecord, or on the endpoint's PutRecordStream (a
+            // stream broken by the fault reports the record as unknown, and it is retried).
             let key = format!("w{w}-k{}", step % keys);
             let value = format!("w{w}-s{step}-a{attempt}");
-            match client
-                .put_record("orders", &key, value.clone().into_bytes())
-                .await
-            {
+            let result = if mode == 0 {
+                client
+                    .put_record("orders", &key, value.clone().into_bytes())
+                    .await
+            } else {
+                streams[ep]
+                    .send(key.clone(), value.clone().into_bytes())
+                    .await
+            };
+            match result {
                 Ok((shard, seq)) => {
                     acked.lock().unwrap().push(Acked {
                         writer: w,

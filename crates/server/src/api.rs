@@ -92,7 +92,7 @@ impl Api {
         &self.node
     }
 
-    fn stream_name(&self, r: Option<&pb::StreamRef>) -> Result<StreamName> {
+    pub(crate) fn stream_name(&self, r: Option<&pb::StreamRef>) -> Result<StreamName> {
         let r = r.ok_or_else(|| {
             Error::validation_failed("streamName", None, "Member must not be null")
         })?;
@@ -1068,6 +1068,18 @@ impl Runnel for Api {
             self.put_records_inner(name, req.records).await
         })
         .await
+    }
+
+    type PutRecordStreamStream = crate::put_stream::Acks;
+
+    async fn put_record_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::PutRecordStreamRequest>>,
+    ) -> std::result::Result<Response<Self::PutRecordStreamStream>, Status> {
+        Ok(Response::new(crate::put_stream::serve(
+            self.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn get_shard_iterator(

@@ -19,6 +19,7 @@ pub mod kinesis;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+mod put_stream;
 pub mod throttle;
 pub mod tls;
 

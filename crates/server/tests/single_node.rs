@@ -1,6 +1,6 @@
 //! In-process single-node tests: bad input is rejected with a clear error and changes nothing;
 //! retention trimming removes expired records (driven by the node's test clock); the GetRecords
-//! long poll answers when a record commits; the client's batching producer.
+//! long poll answers when a record commits; the client's batching producer; PutRecordStream.
 
 use std::time::Duration;
 
@@ -404,5 +404,101 @@ async fn producer_batches_records_and_acknowledges_each_with_its_sequence_number
         .await
         .unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_stream_acknowledges_each_record_and_reports_failures_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(dir.path()).await;
+    c.create_stream("rs", 4, 0).await.unwrap();
+    c.wait_active("rs", Duration::from_secs(30)).await.unwrap();
+    let rs = c.record_stream("rs");
+    // 300 records over 30 keys, all outstanding at once, with bad records among them: an empty
+    // partition key and a record above the 1 MiB limit fail on their own.
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let rs = rs.clone();
+            let (key, data) = match i {
+                100 => (String::new(), b"no key".to_vec()),
+                200 => ("big".to_string(), vec![0u8; (1 << 20) + 1]),
+                _ => (format!("key-{}", i % 30), format!("v{i}").into_bytes()),
+            };
+            tokio::spawn(async move {
+                let r = rs.send(key.clone(), data.clone()).await;
+                (i, key, data, r)
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for s in sends {
+        let (i, key, data, r) = s.await.unwrap();
+        match i {
+            100 | 200 => assert_eq!(kind(&r.unwrap_err()), "ValidationException", "record {i}"),
+            _ => {
+                let (shard, seq) = r.unwrap();
+                acked.push((key, data, shard, seq));
+            }
+        }
+    }
+    // The stream stays usable after failures, and records of one key sent one after the other
+    // get increasing sequence numbers.
+    let mut last = None;
+    for i in 0..5 {
+        let (shard, seq) = rs.send("ordered".into(), vec![i]).await.unwrap();
+        let n = runnel_types::SequenceNumber::parse(&seq).unwrap();
+        if let Some(prev) = last {
+            assert!(n > prev, "sequence numbers not increasing");
+        }
+        last = Some(n);
+        acked.push(("ordered".into(), vec![i], shard, seq));
+    }
+    // A stream that does not exist fails each record with ResourceNotFoundException.
+    let missing = c.record_stream("no-such-stream");
+    let e = missing.send("k".into(), b"x".to_vec()).await.unwrap_err();
+    assert_eq!(kind(&e), "ResourceNotFoundException");
+
+    // Every acknowledged record is stored under its sequence number, and nothing else is.
+    let mut stored = std::collections::HashMap::new();
+    for sh in c.list_shards("rs").await.unwrap() {
+        let it = c
+            .shard_iterator("rs", &sh.shard_id, &Start::TrimHorizon)
+            .await
+            .unwrap();
+        for r in c.get_records(&it, 10_000).await.unwrap().records {
+            stored.insert(
+                r.sequence_number.clone(),
+                (sh.shard_id.clone(), r.partition_key, r.data.to_vec()),
+            );
+        }
+    }
+    assert_eq!(stored.len(), acked.len());
+    for (key, data, shard, seq) in &acked {
+        let (s_shard, s_key, s_data) = stored.get(seq).expect("acknowledged record not stored");
+        assert_eq!((s_shard, s_key, s_data), (shard, key, data));
+    }
+
+    // The producer's streaming mode: each record on its own over the leader's stream.
+    let producer = runnel_client::Producer::new(
+        c.clone(),
+        "rs",
+        runnel_client::ProducerConfig {
+            streaming: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sends: Vec<_> = (0..100)
+        .map(|i| {
+            let p = producer.clone();
+            tokio::spawn(async move { p.send(format!("p{}", i % 7), vec![i as u8]).await })
+        })
+        .collect();
+    for s in sends {
+        let (_, seq) = s.await.unwrap().unwrap();
+        assert!(runnel_types::SequenceNumber::parse(&seq).is_ok());
+    }
+    assert_eq!(count_records(&c, "rs").await, acked.len() + 100);
     server.shutdown().await;
 }
