@@ -13,8 +13,11 @@
 # Per record size and system: throughput at saturation (closed loop, P producers x W records in
 # flight each), then latency at half of that system's own saturation rate (open loop, consumers
 # on: ack and end-to-end propagation). Systems: `runnel` (one PutRecord call per record),
-# `runnel-producer` (runnel-client's batching, leader-aware Producer: the records in flight go
-# out as PutRecords calls per shard leader) and `nats` (one JetStream publish per record). Each run writes to fresh streams (Runnel: one stream
+# `runnel-stream` (runnel-client's leader-aware Producer in streaming mode: every record on its
+# own, pipelined on a PutRecordStream to its shard's leader, acknowledged on its own),
+# `runnel-producer` (the same Producer batching: the records in flight go out as PutRecords
+# calls per shard leader) and `nats` (one JetStream publish per record, pipelined on the
+# publisher's connection). Each run writes to fresh streams (Runnel: one stream
 # of N shards; NATS: N streams, a record goes to stream hash(key) % N) and deletes them after.
 # It installs nats-server if missing (root), starts both clusters under a temporary directory
 # and stops everything it started on exit.
@@ -126,12 +129,13 @@ run_load() {
   case "$system" in
     runnel) eps="$runnel_eps" pids="$runnel_pids" ;;
     runnel-producer) eps="$runnel_eps" pids="$runnel_pids" mode=(--client-batching) ;;
+    runnel-stream) eps="$runnel_eps" pids="$runnel_pids" mode=(--client-streaming) ;;
     nats) eps="$nats_eps" pids="${nats_pids[*]}" ;;
   esac
   n=$((n + 1))
   local before start
   before="$(cpu_secs "$pids")"; start="$(date +%s.%N)"
-  "$BIN/runnel-load" --system "${system%-producer}" "${mode[@]}" --endpoints "$eps" --stream "b${n}x" \
+  "$BIN/runnel-load" --system "${system%%-*}" "${mode[@]}" --endpoints "$eps" --stream "b${n}x" \
     --create-shards "$shards" --producers "$producers" --duration "$secs" --warmup "$warmup" \
     --delete-after --label "$name" --json "$out/$name.json" "$@" > "$out/$name.out" 2> "$out/$name.log" \
     || { echo "run $name failed: see $out/$name.log" >&2; tail -5 "$out/$name.log" >&2; return 0; }
@@ -160,7 +164,7 @@ PY
   echo "producers $producers x in-flight $inflight, shards/streams $shards, runs $runs x ${secs}s (+${warmup}s warm-up)"
 } | tee "$out/setup.txt" >&2
 
-systems="runnel runnel-producer nats"
+systems="runnel runnel-stream runnel-producer nats"
 for size in $sizes; do
   for r in $(seq 1 "$runs"); do
     for system in $systems; do
@@ -193,7 +197,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 ratios = []
 for size in sizes:
     med = {}
-    for system in ("runnel", "runnel-producer", "nats"):
+    for system in ("runnel", "runnel-stream", "runnel-producer", "nats"):
         rs = runs(f"{system}-sat-{size}")
         if not rs:
             continue
@@ -208,14 +212,18 @@ for size in sizes:
               f"| {ms(half,'propagation','p50_ms')} / {ms(half,'propagation','p99_ms')} |" if half else
               f"| {size} B | {system} | {m:,.0f} | {m*int(size)/1e6:.1f} | {ms(mid,'ack_latency','p50_ms')} / {ms(mid,'ack_latency','p99_ms')} | - | - | - | - |")
     if med.get("nats"):
-        ratios.append(f"{size} B: runnel/nats = {med.get('runnel',0)/med['nats']:.2f}, "
-                      f"runnel-producer/nats = {med.get('runnel-producer',0)/med['nats']:.2f}")
+        ratios.append(f"{size} B: " + ", ".join(
+            f"{s}/nats = {med.get(s, 0) / med['nats']:.2f}"
+            for s in ("runnel", "runnel-stream", "runnel-producer")))
 print()
 print("Saturation throughput ratios (same producers, same records in flight per producer): " + "; ".join(ratios))
 print()
-print("runnel: one PutRecord call per record. runnel-producer: the client's batching, leader-aware "
-      "Producer (records in flight travel in PutRecords calls to each shard's leader). nats: one "
-      "JetStream publish per record, acknowledgements awaited asynchronously.")
+print("runnel: one PutRecord call per record (any node; a node that does not lead the shard forwards). "
+      "runnel-stream: the client's leader-aware Producer in streaming mode (each record on its own, "
+      "pipelined on a PutRecordStream to its shard's leader, acknowledged on its own). "
+      "runnel-producer: the same Producer batching (records in flight travel in PutRecords calls to "
+      "each shard's leader). nats: one JetStream publish per record, pipelined on the publisher's "
+      "connection, acknowledgements awaited asynchronously.")
 print()
 print("Durability: Runnel acknowledges after a majority of replicas fsynced the record; NATS 2.9 "
       "acknowledges after the record reached a majority's memory and syncs its files every 2 minutes "

@@ -5,6 +5,13 @@
 //! cannot delay heartbeats. [`NetworkFactory`] is the per-group openraft network factory; its
 //! connections address a group and a target replica over the shared channel.
 //!
+//! AppendEntries and Vote messages travel on one long-lived `RaftStream` per peer node (over the
+//! same channel), matched to their replies by an id: a gRPC call per message cost several times
+//! the CPU of a message on an open stream. Messages above [`STREAM_MAX_PAYLOAD`] (catch-up
+//! batches) still go as their own `Raft` call, so they cannot hold the stream up for the small
+//! ones behind them. A broken stream fails what it had outstanding (openraft retries; Raft
+//! messages are idempotent) and the next message opens a new one.
+//!
 //! Failures to reach a peer, and a peer that does not host the group yet, are reported to openraft
 //! as `Unreachable` so it backs off; errors returned by the remote Raft are passed through.
 
@@ -24,7 +31,7 @@ use openraft::raft::{
 use openraft::{OptionalSend, Snapshot};
 use runnel_proto::internal::v1::internal_client::InternalClient;
 use runnel_proto::internal::v1::{
-    RaftBatchRequest, RaftKind, RaftReply, RaftRequest, SnapshotChunk,
+    RaftBatchRequest, RaftKind, RaftReply, RaftRequest, RaftStreamRequest, SnapshotChunk,
 };
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -41,6 +48,18 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// each peer instead of `2 * N` (at 500 ms heartbeats). It delays only empty AppendEntries, far
 /// below the election timeout.
 const HEARTBEAT_LINGER: Duration = Duration::from_millis(20);
+
+/// Larger Raft messages go as their own call instead of on the peer's stream.
+pub const STREAM_MAX_PAYLOAD: usize = 512 << 10;
+
+/// Messages waiting to go out on one peer's stream before senders are refused.
+const STREAM_QUEUE_LIMIT: usize = 8192;
+
+/// A Raft message for a peer's stream, with where its reply goes.
+struct StreamCall {
+    request: RaftRequest,
+    reply: oneshot::Sender<Result<RaftReply, String>>,
+}
 
 /// Most heartbeats in one batched call.
 const MAX_HEARTBEATS_PER_CALL: usize = 4096;
@@ -77,6 +96,10 @@ pub struct PeerPool {
     last_ok: Mutex<HashMap<u64, std::time::Instant>>,
     /// Per peer node: the queue of its heartbeat coalescer task.
     beats: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<QueuedBeat>)>>,
+    /// Send Raft messages on per-peer streams (false: a call per message).
+    use_streams: bool,
+    /// Per peer node: the queue of the task that owns its Raft stream.
+    streams: Mutex<HashMap<u64, (String, mpsc::Sender<StreamCall>)>>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -94,6 +117,49 @@ impl PeerPool {
             overrides: HashMap::new(),
             last_ok: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
+            use_streams: true,
+            streams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether Raft messages travel on per-peer streams (the default) or as a call each.
+    pub fn with_streams(mut self, on: bool) -> PeerPool {
+        self.use_streams = on;
+        self
+    }
+
+    /// Sends one Raft message on the stream to `node`; resolves with its reply.
+    async fn stream_call(
+        &self,
+        node: u64,
+        addr: &str,
+        request: RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftReply, String> {
+        let ch = self.channel(node, addr, false).map_err(|e| e.0)?;
+        let (reply, rx) = oneshot::channel();
+        let tx = {
+            let mut map = self
+                .streams
+                .lock()
+                .map_err(|_| "raft stream map lock poisoned".to_string())?;
+            // A new stream task when the peer's address changed (the old one drains and ends).
+            match map.get(&node) {
+                Some((known, tx)) if known == addr && !tx.is_closed() => tx.clone(),
+                _ => {
+                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
+                    tokio::spawn(peer_stream(rx, ch));
+                    map.insert(node, (addr.to_string(), tx.clone()));
+                    tx
+                }
+            }
+        };
+        tx.try_send(StreamCall { request, reply })
+            .map_err(|e| format!("raft stream to node {node}: {e}"))?;
+        match tokio::time::timeout(ttl, rx).await {
+            Err(_) => Err("raft rpc timed out".to_string()),
+            Ok(Err(_)) => Err("raft stream dropped the reply".to_string()),
+            Ok(Ok(r)) => r,
         }
     }
 
@@ -296,6 +362,14 @@ impl GroupConn {
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&NetErr(e))))?;
             return self.finish(reply);
         }
+        if self.pool.use_streams && request.payload.len() <= STREAM_MAX_PAYLOAD {
+            let reply = self
+                .pool
+                .stream_call(self.node.node, &self.node.addr, request, option.hard_ttl())
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&NetErr(e))))?;
+            return self.finish(reply);
+        }
         let ch = self
             .pool
             .channel(self.node.node, &self.node.addr, false)
@@ -486,6 +560,85 @@ fn tokio_stream_iter(
 /// [`HEARTBEAT_LINGER`] for more, sends them all in one `RaftBatch` call (without waiting for
 /// the reply before gathering the next batch) and hands each reply back. Ends when the pool
 /// drops its queue.
+/// Owns the Raft stream to one peer: opens it when there is something to send, sends queued
+/// messages with ids, hands each reply to its sender, and keeps reading replies while it waits
+/// to send (so neither side can block the other). When the stream breaks, every message
+/// outstanding on it fails with the reason and the next message opens a new stream. Ends when
+/// its queue is dropped and nothing is outstanding.
+async fn peer_stream(mut rx: mpsc::Receiver<StreamCall>, ch: Channel) {
+    use std::collections::VecDeque;
+    let mut queue: VecDeque<StreamCall> = VecDeque::new();
+    let mut next_id: u64 = 0;
+    let mut senders_gone = false;
+    loop {
+        if queue.is_empty() {
+            if senders_gone {
+                return;
+            }
+            match rx.recv().await {
+                Some(c) => queue.push_back(c),
+                None => return,
+            }
+        }
+        let (requests, outgoing) = mpsc::channel::<RaftStreamRequest>(64);
+        let mut client = internal_client(ch.clone());
+        let opened = client
+            .raft_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await;
+        let mut replies = match opened {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                // Nothing of the queue was sent.
+                for c in queue.drain(..) {
+                    let _ = c.reply.send(Err(status.to_string()));
+                }
+                continue;
+            }
+        };
+        let mut outstanding: HashMap<u64, oneshot::Sender<Result<RaftReply, String>>> =
+            HashMap::new();
+        let broken = loop {
+            if senders_gone && queue.is_empty() && outstanding.is_empty() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                reply = replies.message() => match reply {
+                    Ok(Some(m)) => {
+                        if let Some(tx) = outstanding.remove(&m.id) {
+                            let _ = tx.send(m.reply.ok_or_else(|| "empty raft stream reply".to_string()));
+                        }
+                    }
+                    Ok(None) => break "peer ended the raft stream".to_string(),
+                    Err(status) => break status.to_string(),
+                },
+                permit = requests.reserve(), if !queue.is_empty() => {
+                    let Ok(permit) = permit else {
+                        break "raft stream closed".to_string();
+                    };
+                    if let Some(c) = queue.pop_front() {
+                        // A sender that gave up (timed out) needs no message.
+                        if !c.reply.is_closed() {
+                            let id = next_id;
+                            next_id = next_id.wrapping_add(1);
+                            outstanding.insert(id, c.reply);
+                            permit.send(RaftStreamRequest { id, request: Some(c.request) });
+                        }
+                    }
+                }
+                c = rx.recv(), if !senders_gone => match c {
+                    Some(c) => queue.push_back(c),
+                    None => senders_gone = true,
+                },
+            }
+        };
+        tracing::debug!(error = %broken, "raft stream to a peer broke");
+        for (_, tx) in outstanding.drain() {
+            let _ = tx.send(Err(broken.clone()));
+        }
+    }
+}
+
 async fn coalesce_heartbeats(mut rx: mpsc::UnboundedReceiver<QueuedBeat>, ch: Channel) {
     while let Some(first) = rx.recv().await {
         tokio::time::sleep(HEARTBEAT_LINGER).await;

@@ -373,7 +373,9 @@ impl Registry {
     /// Physical node id of the current leader of `group` as this node sees it.
     pub fn leader_node(&self, group: u64) -> Option<u64> {
         let h = self.hosted(group)?;
-        let m = h.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs for every write (a clone of the metrics allocates).
+        let metrics = h.raft.metrics();
+        let m = metrics.borrow();
         let leader = m.current_leader?;
         m.membership_config
             .membership()
@@ -383,10 +385,8 @@ impl Registry {
 
     /// True if the replica of `group` on this node is the leader.
     pub fn is_leader(&self, group: u64) -> bool {
-        self.hosted(group).is_some_and(|h| {
-            let m = h.raft.metrics().borrow().clone();
-            m.current_leader == Some(h.replica)
-        })
+        self.hosted(group)
+            .is_some_and(|h| h.raft.metrics().borrow().current_leader == Some(h.replica))
     }
 
     /// Handles an incoming Raft message (AppendEntries or Vote) for any group.

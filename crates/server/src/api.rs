@@ -667,7 +667,7 @@ impl Api {
         result
     }
 
-    async fn put_record_to(
+    pub(crate) async fn put_record_to(
         &self,
         stream: &StreamMeta,
         partition_key: String,

@@ -45,6 +45,9 @@ pub struct RaftConfig {
     /// A shard group whose leader appended nothing for this long goes quiet: its Raft timers
     /// stop and one beat per peer node replaces its heartbeats (ms; 0 turns quiescing off).
     pub quiesce_idle_ms: u64,
+    /// Raft messages to each peer node travel on one long-lived gRPC stream (true) instead of
+    /// a call per message (false: the old transport, kept for comparison and as a fallback).
+    pub peer_streams: bool,
 }
 
 impl Default for RaftConfig {
@@ -60,6 +63,7 @@ impl Default for RaftConfig {
             logs_to_keep: 5_000,
             shard_inflight_entries: 2,
             quiesce_idle_ms: 3_000,
+            peer_streams: true,
         }
     }
 }
@@ -528,6 +532,15 @@ mod tests {
             let c = NodeConfig::from_toml(&format!("[limits]\nmax_tags = {bad}\n")).unwrap();
             assert!(c.validate().unwrap_err().to_string().contains("max_tags"));
         }
+    }
+
+    #[test]
+    fn peer_streams_default_on_and_can_be_turned_off() {
+        assert!(NodeConfig::default().raft.peer_streams);
+        let c = NodeConfig::from_toml("[raft]\npeer_streams = false\n").unwrap();
+        c.validate().unwrap();
+        assert!(!c.raft.peer_streams);
+        assert!(NodeConfig::from_toml("[raft]\npeer_streams = 3\n").is_err());
     }
 
     #[test]

@@ -88,6 +88,55 @@ fn shard_read_to_proto(r: ShardRead) -> ipb::ReadShardReply {
     }
 }
 
+/// Serves one peer's Raft stream: every message is handled as a `Raft` call would be, each in
+/// its own task (messages of different groups never wait for each other's log writes);
+/// each reply goes back with its request's id as soon as it is ready. Ends when the peer ends
+/// the stream (after answering what is outstanding) or stops reading replies.
+async fn serve_raft_stream(
+    node: Arc<Node>,
+    mut inbound: Streaming<ipb::RaftStreamRequest>,
+    tx: tokio::sync::mpsc::Sender<Result<ipb::RaftStreamReply, Status>>,
+) {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut pending = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                let reply = match done {
+                    Ok((id, reply)) => ipb::RaftStreamReply { id, reply: Some(reply) },
+                    // The handler panicked: the peer's call fails and it retries.
+                    Err(e) => {
+                        tracing::error!(error = %e, "raft stream handler failed");
+                        continue;
+                    }
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    return;
+                }
+            }
+            msg = inbound.message(), if reading => match msg {
+                Ok(Some(m)) => {
+                    let id = m.id;
+                    let request = m.request.unwrap_or_default();
+                    let node = node.clone();
+                    // A task per message: decoding large AppendEntries runs on any core.
+                    pending.push(tokio::spawn(async move {
+                        (id, node.registry.handle_raft(request).await)
+                    }));
+                }
+                Ok(None) => reading = false,
+                Err(status) => {
+                    tracing::debug!(error = %status, "raft stream from a peer ended");
+                    reading = false;
+                }
+            },
+            else => return,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Internal for InternalService {
     async fn raft(
@@ -97,6 +146,24 @@ impl Internal for InternalService {
         Ok(Response::new(
             self.node.registry.handle_raft(request.into_inner()).await,
         ))
+    }
+
+    type RaftStreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<ipb::RaftStreamReply, Status>>;
+
+    async fn raft_stream(
+        &self,
+        request: Request<Streaming<ipb::RaftStreamRequest>>,
+    ) -> Result<Response<Self::RaftStreamStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(serve_raft_stream(
+            self.node.clone(),
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn raft_batch(

@@ -217,14 +217,16 @@ impl Node {
         )
         .map_err(|e| crate::StartError::Storage(e.to_string()))?;
         let pool = Arc::new(
-            PeerPool::new(None).with_overrides(
-                config
-                    .testing
-                    .peer_overrides
-                    .iter()
-                    .map(|p| (p.id, p.addr.clone()))
-                    .collect(),
-            ),
+            PeerPool::new(None)
+                .with_overrides(
+                    config
+                        .testing
+                        .peer_overrides
+                        .iter()
+                        .map(|p| (p.id, p.addr.clone()))
+                        .collect(),
+                )
+                .with_streams(config.raft.peer_streams),
         );
         let r = &config.raft;
         let registry = Registry::new(

@@ -18,17 +18,19 @@
 //! away, records already handed to a shard still commit (their outcome is then unknown to it,
 //! as with a PutRecord whose connection dropped).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use runnel_proto::v1 as pb;
-use runnel_types::{Error, StreamName};
+use runnel_types::Error;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::api::Api;
+use crate::meta::StreamMeta;
 use crate::metrics;
 
 /// Most records of one stream in flight at once.
@@ -66,7 +68,11 @@ async fn run(
             msg = inbound.message(), if reading && pending.len() < MAX_OUTSTANDING => {
                 match msg {
                     Ok(Some(m)) => {
-                        let stream = api.stream_name(m.stream.as_ref());
+                        // One look-up of the stream per message, shared by its records.
+                        let stream = match api.stream_name(m.stream.as_ref()) {
+                            Ok(name) => api.data_view(&name).await.map(|(_, s)| Arc::new(s)),
+                            Err(e) => Err(e),
+                        };
                         for r in m.records {
                             pending.push(put_one(api.clone(), stream.clone(), r));
                         }
@@ -86,17 +92,26 @@ async fn run(
 /// Writes one record; always yields its ack.
 async fn put_one(
     api: Api,
-    stream: Result<StreamName, Error>,
+    stream: Result<Arc<StreamMeta>, Error>,
     r: pb::StreamedRecord,
 ) -> pb::StreamedAck {
     let started = Instant::now();
     let id = r.id;
-    let result = match stream {
-        Ok(name) => api
-            .put_record(name, r.partition_key, r.data, &r.explicit_hash_key, "")
-            .await
-            .map(|(shard, seq)| (shard.to_string(), seq.encode())),
-        Err(e) => Err(e),
+    let result = match &stream {
+        Ok(meta) => {
+            let result = api
+                .put_record_to(meta, r.partition_key, r.data, &r.explicit_hash_key)
+                .await
+                .map(|(shard, seq)| (shard.to_string(), seq.encode()));
+            metrics::put_call(
+                meta.name.as_str(),
+                "PutRecord",
+                result.is_ok(),
+                started.elapsed(),
+            );
+            result
+        }
+        Err(e) => Err(e.clone()),
     };
     metrics::LATENCY
         .with_label_values(&["PutRecord", "grpc-stream"])
