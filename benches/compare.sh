@@ -4,7 +4,7 @@
 # driven by the same generator (runnel-load) with the same producers, window and record sizes.
 # A benchmark: it measures and prints, it asserts nothing.
 #
-#   benches/compare.sh            full run (3 saturation runs per system and size; ~10 minutes)
+#   benches/compare.sh            full run (3 saturation runs per system and size; ~12 minutes)
 #   benches/compare.sh --quick    reduced run (1 short run per system and size; under 3 minutes
 #                                 once the release build exists)
 # Options: --runs N --secs S --warmup S --producers P --in-flight W --shards N --sizes "1024 100"

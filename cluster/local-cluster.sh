@@ -52,11 +52,19 @@ TOML
     echo "data, configs and logs in $DIR"
     ;;
   stop)
+    # Ask every node to stop, then wait until each has exited (a node closing RocksDB still
+    # writes files: removing the data directory before it is gone fails). SIGKILL after 10 s.
+    pids=()
     for f in "$DIR"/node*.pid; do
       [ -e "$f" ] || continue
       pid="$(cat "$f")"
-      if kill -0 "$pid" 2>/dev/null; then kill "$pid"; echo "stopped pid $pid"; fi
+      if kill -0 "$pid" 2>/dev/null; then kill "$pid"; pids+=("$pid"); fi
       rm -f "$f"
+    done
+    for pid in "${pids[@]}"; do
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      echo "stopped pid $pid"
     done
     ;;
   status)
