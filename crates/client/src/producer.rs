@@ -6,7 +6,9 @@
 //! has a queue whose records travel together in PutRecords calls of up to 500 records / 5 MiB,
 //! sent straight to the node that leads the shard (from ClusterStatus), so no node has to forward
 //! them. While a shard has `max_in_flight` calls outstanding, new records wait and join the next
-//! call: the busier the shard, the larger the batches.
+//! call: the busier the shard, the larger the batches. In streaming mode
+//! (`ProducerConfig::streaming`) there is no batching: each record goes on its own, at once, on
+//! a [`RecordStream`] to its shard's leader (one stream per node), acknowledged on its own.
 //!
 //! Invariants: a record is acknowledged to its caller only with the sequence number the cluster
 //! returned for it; a record the cluster refused (throttled, failed) is reported as that error

@@ -49,6 +49,19 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// below the election timeout.
 const HEARTBEAT_LINGER: Duration = Duration::from_millis(20);
 
+/// How much later than openraft's own deadline an AppendEntries or Vote gives up here.
+///
+/// openraft times each AppendEntries out itself after the heartbeat interval and treats that as
+/// a `Timeout`: the follower gets the next message at once. If our limit fired first, the
+/// `Unreachable` we report would make openraft back off from that follower for 500 ms instead,
+/// so one slow fsync on a follower (0.2–0.4 s happen on a shared disk) cost half a second of its
+/// replication. Ours is only a backstop for a message whose caller stopped waiting.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+
+fn backstop(option: &RPCOption) -> Duration {
+    option.hard_ttl() + DEADLINE_MARGIN
+}
+
 /// Larger Raft messages go as their own call instead of on the peer's stream.
 pub const STREAM_MAX_PAYLOAD: usize = 512 << 10;
 
@@ -365,7 +378,7 @@ impl GroupConn {
         if self.pool.use_streams && request.payload.len() <= STREAM_MAX_PAYLOAD {
             let reply = self
                 .pool
-                .stream_call(self.node.node, &self.node.addr, request, option.hard_ttl())
+                .stream_call(self.node.node, &self.node.addr, request, backstop(option))
                 .await
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&NetErr(e))))?;
             return self.finish(reply);
@@ -375,7 +388,7 @@ impl GroupConn {
             .channel(self.node.node, &self.node.addr, false)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = internal_client(ch);
-        let reply = match tokio::time::timeout(option.hard_ttl(), client.raft(request)).await {
+        let reply = match tokio::time::timeout(backstop(option), client.raft(request)).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&NetErr(
                     "raft rpc timed out".into(),

@@ -49,6 +49,27 @@ async fn count_records(c: &Client, stream: &str) -> usize {
     n
 }
 
+/// Every record of `stream`: sequence number → (shard, partition key, data).
+async fn stored_records(
+    c: &Client,
+    stream: &str,
+) -> std::collections::HashMap<String, (String, String, Vec<u8>)> {
+    let mut stored = std::collections::HashMap::new();
+    for sh in c.list_shards(stream).await.unwrap() {
+        let it = c
+            .shard_iterator(stream, &sh.shard_id, &Start::TrimHorizon)
+            .await
+            .unwrap();
+        for r in c.get_records(&it, 10_000).await.unwrap().records {
+            stored.insert(
+                r.sequence_number.clone(),
+                (sh.shard_id.clone(), r.partition_key, r.data.to_vec()),
+            );
+        }
+    }
+    stored
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_rejected_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -372,19 +393,7 @@ async fn producer_batches_records_and_acknowledges_each_with_its_sequence_number
     }
     // Every record is where its acknowledgement says, and batching happened: fewer Raft entries
     // (distinct log indexes) than records.
-    let mut stored = std::collections::HashMap::new();
-    for sh in c.list_shards("prod").await.unwrap() {
-        let it = c
-            .shard_iterator("prod", &sh.shard_id, &Start::TrimHorizon)
-            .await
-            .unwrap();
-        for r in c.get_records(&it, 10_000).await.unwrap().records {
-            stored.insert(
-                r.sequence_number.clone(),
-                (sh.shard_id.clone(), r.partition_key, r.data.to_vec()),
-            );
-        }
-    }
+    let stored = stored_records(&c, "prod").await;
     let mut entries = std::collections::BTreeSet::new();
     for (key, data, shard, seq) in &acked {
         let (s_shard, s_key, s_data) = stored.get(seq).expect("acknowledged record not stored");
@@ -459,19 +468,7 @@ async fn record_stream_acknowledges_each_record_and_reports_failures_per_record(
     assert_eq!(kind(&e), "ResourceNotFoundException");
 
     // Every acknowledged record is stored under its sequence number, and nothing else is.
-    let mut stored = std::collections::HashMap::new();
-    for sh in c.list_shards("rs").await.unwrap() {
-        let it = c
-            .shard_iterator("rs", &sh.shard_id, &Start::TrimHorizon)
-            .await
-            .unwrap();
-        for r in c.get_records(&it, 10_000).await.unwrap().records {
-            stored.insert(
-                r.sequence_number.clone(),
-                (sh.shard_id.clone(), r.partition_key, r.data.to_vec()),
-            );
-        }
-    }
+    let stored = stored_records(&c, "rs").await;
     assert_eq!(stored.len(), acked.len());
     for (key, data, shard, seq) in &acked {
         let (s_shard, s_key, s_data) = stored.get(seq).expect("acknowledged record not stored");
