@@ -88,8 +88,8 @@ struct Shared {
     clients: RwLock<HashMap<String, Client>>,
     /// With `streaming`: record streams per node address, reused across refreshes.
     record_streams: RwLock<HashMap<String, RecordStream>>,
-    /// With `streaming`: the record stream through the bootstrap endpoint.
-    bootstrap_stream: RecordStream,
+    /// With `streaming` (and only then): the record stream through the bootstrap endpoint.
+    bootstrap_stream: Option<RecordStream>,
     refresh: tokio::sync::Notify,
 }
 
@@ -110,8 +110,10 @@ impl Producer {
     ) -> Result<Producer, Error> {
         let shared = Arc::new(Shared {
             stream: stream_name.to_string(),
+            bootstrap_stream: config
+                .streaming
+                .then(|| RecordStream::new(bootstrap.clone(), stream_name)),
             config,
-            bootstrap_stream: RecordStream::new(bootstrap.clone(), stream_name),
             bootstrap,
             record_streams: RwLock::new(HashMap::new()),
             routes: RwLock::new(Routes::default()),
@@ -152,13 +154,11 @@ impl Producer {
                         self.shared.stream
                     ))
                 })?;
-            let record_stream = self.shared.config.streaming.then(|| {
-                routes
-                    .streams
-                    .get(&shard)
-                    .unwrap_or(&self.shared.bootstrap_stream)
-                    .clone()
-            });
+            let record_stream = routes
+                .streams
+                .get(&shard)
+                .or(self.shared.bootstrap_stream.as_ref())
+                .cloned();
             (shard, record_stream)
         };
         if let Some(rs) = record_stream {

@@ -68,6 +68,25 @@ pub const STREAM_MAX_PAYLOAD: usize = 512 << 10;
 /// Messages waiting to go out on one peer's stream before senders are refused.
 const STREAM_QUEUE_LIMIT: usize = 8192;
 
+/// The queue of `node`'s per-peer task in `map`, starting a new task (`start`) when there is
+/// none, it ended, or the peer's address changed (the old task then drains its queue and ends).
+fn peer_queue<T: Clone>(
+    map: &mut HashMap<u64, (String, T)>,
+    node: u64,
+    addr: &str,
+    closed: impl Fn(&T) -> bool,
+    start: impl FnOnce() -> T,
+) -> T {
+    if let Some((known, tx)) = map.get(&node) {
+        if known == addr && !closed(tx) {
+            return tx.clone();
+        }
+    }
+    let tx = start();
+    map.insert(node, (addr.to_string(), tx.clone()));
+    tx
+}
+
 /// A Raft message for a peer's stream, with where its reply goes.
 struct StreamCall {
     request: RaftRequest,
@@ -156,16 +175,17 @@ impl PeerPool {
                 .streams
                 .lock()
                 .map_err(|_| "raft stream map lock poisoned".to_string())?;
-            // A new stream task when the peer's address changed (the old one drains and ends).
-            match map.get(&node) {
-                Some((known, tx)) if known == addr && !tx.is_closed() => tx.clone(),
-                _ => {
+            peer_queue(
+                &mut map,
+                node,
+                addr,
+                |tx| tx.is_closed(),
+                || {
                     let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
                     tokio::spawn(peer_stream(rx, ch));
-                    map.insert(node, (addr.to_string(), tx.clone()));
                     tx
-                }
-            }
+                },
+            )
         };
         tx.try_send(StreamCall { request, reply })
             .map_err(|e| format!("raft stream to node {node}: {e}"))?;
@@ -197,17 +217,17 @@ impl PeerPool {
                 .beats
                 .lock()
                 .map_err(|_| "heartbeat queue lock poisoned".to_string())?;
-            // A new coalescer when the peer's address changed (its old queue then drains and
-            // its task ends).
-            let tx = match map.get(&node) {
-                Some((known, tx)) if known == addr && !tx.is_closed() => tx.clone(),
-                _ => {
+            let tx = peer_queue(
+                &mut map,
+                node,
+                addr,
+                |tx| tx.is_closed(),
+                || {
                     let (tx, rx) = mpsc::unbounded_channel();
                     tokio::spawn(coalesce_heartbeats(rx, ch));
-                    map.insert(node, (addr.to_string(), tx.clone()));
                     tx
-                }
-            };
+                },
+            );
             tx.send(beat)
                 .map_err(|_| "heartbeat coalescer stopped".to_string())?;
         }
@@ -569,10 +589,6 @@ fn tokio_stream_iter(
     futures::stream::iter(chunks)
 }
 
-/// One peer's heartbeat coalescer: takes the first queued heartbeat, waits
-/// [`HEARTBEAT_LINGER`] for more, sends them all in one `RaftBatch` call (without waiting for
-/// the reply before gathering the next batch) and hands each reply back. Ends when the pool
-/// drops its queue.
 /// Owns the Raft stream to one peer: opens it when there is something to send, sends queued
 /// messages with ids, hands each reply to its sender, and keeps reading replies while it waits
 /// to send (so neither side can block the other). When the stream breaks, every message
@@ -652,6 +668,10 @@ async fn peer_stream(mut rx: mpsc::Receiver<StreamCall>, ch: Channel) {
     }
 }
 
+/// One peer's heartbeat coalescer: takes the first queued heartbeat, waits
+/// [`HEARTBEAT_LINGER`] for more, sends them all in one `RaftBatch` call (without waiting for
+/// the reply before gathering the next batch) and hands each reply back. Ends when the pool
+/// drops its queue.
 async fn coalesce_heartbeats(mut rx: mpsc::UnboundedReceiver<QueuedBeat>, ch: Channel) {
     while let Some(first) = rx.recv().await {
         tokio::time::sleep(HEARTBEAT_LINGER).await;

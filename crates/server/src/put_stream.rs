@@ -11,10 +11,10 @@
 //! PutRecord in the metrics (transport `grpc-stream`).
 //!
 //! Invariants: every record read from the stream gets exactly one ack carrying its id, with its
-//! sequence number or its error; a failed record never ends the stream. At most
-//! [`MAX_OUTSTANDING`] records of one stream are in flight: the loop stops reading while that
-//! many are outstanding, so HTTP/2 flow control holds a fast client back instead of memory
-//! growing. Acks that are ready together travel in one response message. When the client goes
+//! sequence number or its error; a failed record never ends the stream. The loop reads no
+//! further message while [`MAX_OUTSTANDING`] or more records of the stream are outstanding
+//! (one message, at most 64 MiB, can take it above that), so HTTP/2 flow control holds a fast
+//! client back instead of memory growing. Acks that are ready together travel in one response message. When the client goes
 //! away, records already handed to a shard still commit (their outcome is then unknown to it,
 //! as with a PutRecord whose connection dropped).
 
