@@ -8,11 +8,15 @@
 #   benches/compare.sh --quick    reduced run (1 short run per system and size; under 3 minutes
 #                                 once the release build exists)
 # Options: --runs N --secs S --warmup S --producers P --in-flight W --shards N --sizes "1024 100"
+#          --low-rate R (records/s of the fixed low-rate run, default 1000; 0 skips it;
+#          --quick skips it unless given)
 #          --out DIR (results; default bench-results/<timestamp>)
 #
 # Per record size and system: throughput at saturation (closed loop, P producers x W records in
 # flight each), then latency at half of that system's own saturation rate (open loop, consumers
-# on: ack and end-to-end propagation). Systems: `runnel` (one PutRecord call per record),
+# on: ack and end-to-end propagation), and once more at one fixed low rate (1 KiB, --low-rate,
+# consumers on) for the CPU each system spends per record when records come one at a time.
+# Systems: `runnel` (one PutRecord call per record),
 # `runnel-stream` (runnel-client's leader-aware Producer in streaming mode: every record on its
 # own, pipelined on a PutRecordStream to its shard's leader, acknowledged on its own),
 # `runnel-producer` (the same Producer batching: the records in flight go out as PutRecords
@@ -25,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-quick=0 runs=3 secs=15 warmup=3 producers=4 inflight=64 shards=4 sizes="1024 100" out=""
+quick=0 runs=3 secs=15 warmup=3 producers=4 inflight=64 shards=4 sizes="1024 100" low="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -36,13 +40,16 @@ while [ $# -gt 0 ]; do
     --in-flight) inflight="$2"; shift ;;
     --shards) shards="$2"; shift ;;
     --sizes) sizes="$2"; shift ;;
+    --low-rate) low="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 if [ "$quick" = 1 ]; then runs=1 secs=5 warmup=1; fi
+# The low-rate run is part of the full run; --quick leaves it out unless --low-rate is given.
+if [ -z "$low" ]; then low=$((quick ? 0 : 1000)); fi
 out="${out:-$PWD/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 
@@ -178,6 +185,11 @@ for size in $sizes; do
     run_load "$system" "$system-half-$size" --record-size "$size" --in-flight "$inflight" --rate "$half" --consumers
   done
 done
+if [ "$low" -gt 0 ]; then
+  for system in $systems; do
+    run_load "$system" "$system-low" --record-size 1024 --in-flight "$inflight" --rate "$low" --consumers
+  done
+fi
 
 python3 - "$out" "$sizes" <<'PY' | tee "$out/table.md"
 import glob, json, os, statistics, sys
@@ -217,6 +229,19 @@ for size in sizes:
             for s in ("runnel", "runnel-stream", "runnel-producer")))
 print()
 print("Saturation throughput ratios (same producers, same records in flight per producer): " + "; ".join(ratios))
+lows = [(s, load(f"{s}-low")) for s in ("runnel", "runnel-stream", "runnel-producer", "nats")]
+lows = [(s, r) for s, r in lows if r and r.get("records_per_sec")]
+if lows:
+    print()
+    print("At a fixed low rate (1 KiB, open loop, consumers on): what one record costs when records come one at a time.")
+    print()
+    print("| system | rec/s | server CPU cores | server CPU per record | ack p50 / p99 ms | propagation p50 / p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for s, r in lows:
+        cores = r.get("server_cores", 0)
+        print(f"| {s} | {r['records_per_sec']:,.0f} | {cores:.2f} | {cores / r['records_per_sec'] * 1e6:,.0f} µs "
+              f"| {ms(r,'ack_latency','p50_ms')} / {ms(r,'ack_latency','p99_ms')} "
+              f"| {ms(r,'propagation','p50_ms')} / {ms(r,'propagation','p99_ms')} |")
 print()
 print("runnel: one PutRecord call per record (any node; a node that does not lead the shard forwards). "
       "runnel-stream: the client's leader-aware Producer in streaming mode (each record on its own, "

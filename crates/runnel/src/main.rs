@@ -120,6 +120,9 @@ struct ServeArgs {
     /// HTTPS private key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Threads of the async runtime (0 = one per CPU).
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "RUNNEL_LOG", default_value = "info,openraft=warn")]
     log: String,
@@ -166,17 +169,38 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` reads its configuration before the runtime exists: the configuration says how
+    // many threads the runtime gets.
+    let mut threads = 0;
+    let prepared = match &cli.command {
+        Cmd::Serve(args) => match serve_config(args) {
+            Ok(config) => {
+                threads = config.worker_threads;
+                Some(config)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = match prepared {
+        Some(config) => runtime.block_on(serve(config)),
+        None => runtime.block_on(run(cli)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -189,7 +213,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let output = cli.output;
     match cli.command {
-        Cmd::Serve(args) => serve(args).await,
+        // main() runs `serve` itself (it needs the configuration before the runtime).
+        Cmd::Serve(args) => serve(serve_config(&args)?).await,
         Cmd::Cert { out, hosts } => {
             let (cert, key) = runnel_server::tls::generate_dev_cert(&hosts)?;
             std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -521,7 +546,8 @@ async fn futures_first(
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+/// Logging and the node's configuration: file, then environment, then flags; validated.
+fn serve_config(args: &ServeArgs) -> Result<NodeConfig, String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| format!("--log: {e}"))?;
     tracing_subscriber::fmt()
@@ -542,8 +568,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
     }
     if let Some(v) = args.grpc_listen {
         config.grpc_listen = v;
@@ -551,16 +577,23 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.http_listen {
         config.http_listen = v;
     }
-    if let Some(v) = args.peers {
-        config.peers = parse_peers(&v)?;
+    if let Some(v) = &args.peers {
+        config.peers = parse_peers(v)?;
     }
-    if let Some(v) = args.tls_cert {
-        config.tls.cert = Some(v);
+    if let Some(v) = &args.tls_cert {
+        config.tls.cert = Some(v.clone());
     }
-    if let Some(v) = args.tls_key {
-        config.tls.key = Some(v);
+    if let Some(v) = &args.tls_key {
+        config.tls.key = Some(v.clone());
+    }
+    if let Some(v) = args.worker_threads {
+        config.worker_threads = v;
     }
     config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+async fn serve(config: NodeConfig) -> Result<(), String> {
     let server = runnel_server::start(config)
         .await
         .map_err(|e| e.to_string())?;

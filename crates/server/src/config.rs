@@ -61,7 +61,7 @@ impl Default for RaftConfig {
             shard_election_max_ms: 3000,
             shard_snapshot_logs: 20_000,
             logs_to_keep: 5_000,
-            shard_inflight_entries: 2,
+            shard_inflight_entries: 1,
             quiesce_idle_ms: 3_000,
             peer_streams: true,
         }
@@ -188,6 +188,11 @@ pub struct NodeConfig {
     pub account_id: String,
     /// How often retention trimming runs (seconds).
     pub retention_check_secs: u64,
+    /// Threads of the node's async runtime; 0 = one per CPU the process may run on. Set it
+    /// when the node shares the machine (several nodes on one host, a container's CPU quota):
+    /// runnable threads beyond the cores the node really gets only add wake-ups and context
+    /// switches.
+    pub worker_threads: usize,
     /// Limits (records, requests, retention).
     pub limits: Limits,
     /// Raft timing.
@@ -215,6 +220,7 @@ impl Default for NodeConfig {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             retention_check_secs: 30,
+            worker_threads: 0,
             limits: Limits::default(),
             raft: RaftConfig::default(),
             testing: TestingConfig::default(),
@@ -257,6 +263,9 @@ impl NodeConfig {
                 "RUNNEL_ADVERTISE_ADDR" => self.advertise_addr = Some(v),
                 "RUNNEL_REPLICATION_FACTOR" => {
                     self.replication_factor = v.parse().map_err(|_| parse_err("not a number"))?
+                }
+                "RUNNEL_WORKER_THREADS" => {
+                    self.worker_threads = v.parse().map_err(|_| parse_err("not a number"))?
                 }
                 "RUNNEL_REGION" => self.region = v,
                 "RUNNEL_ACCOUNT_ID" => self.account_id = v,
@@ -314,6 +323,12 @@ impl NodeConfig {
             return bad(format!(
                 "node_id must be between 1 and 2^32-1, got {}",
                 self.node_id
+            ));
+        }
+        if self.worker_threads > 1024 {
+            return bad(format!(
+                "worker_threads must be between 0 (one per CPU) and 1024, got {}",
+                self.worker_threads
             ));
         }
         let cluster = self.cluster();
@@ -541,6 +556,24 @@ mod tests {
         c.validate().unwrap();
         assert!(!c.raft.peer_streams);
         assert!(NodeConfig::from_toml("[raft]\npeer_streams = 3\n").is_err());
+    }
+
+    #[test]
+    fn worker_threads_from_file_and_environment_and_bounded() {
+        assert_eq!(NodeConfig::default().worker_threads, 0);
+        let mut c = NodeConfig::from_toml("worker_threads = 2\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.worker_threads, 2);
+        c.apply_env([("RUNNEL_WORKER_THREADS".to_string(), "1".to_string())])
+            .unwrap();
+        assert_eq!(c.worker_threads, 1);
+        let err = c
+            .apply_env([("RUNNEL_WORKER_THREADS".to_string(), "many".to_string())])
+            .unwrap_err();
+        assert!(err.to_string().contains("RUNNEL_WORKER_THREADS"), "{err}");
+        let too_many = NodeConfig::from_toml("worker_threads = 5000\n").unwrap();
+        let err = too_many.validate().unwrap_err();
+        assert!(err.to_string().contains("worker_threads"), "{err}");
     }
 
     #[test]
