@@ -310,10 +310,14 @@ async fn producer(id: u32, target: Target, args: Arc<Args>, stats: Arc<Stats>, s
         // Requests per second of this producer.
         let per_sec = args.rate as f64 / args.batch.max(1) as f64 / args.producers.max(1) as f64;
         let interval = Duration::from_secs_f64(1.0 / per_sec.max(0.001));
+        // Producers are spread evenly over one interval: started in phase, P producers would
+        // send P records at the same instant every interval, and at low rates those bursts,
+        // not the system, would set the latency.
+        let phase = f64::from(id) / args.producers.max(1) as f64;
         let start = Instant::now();
         let mut n = 0u64;
         while Instant::now() < stop {
-            let due = start + interval.mul_f64(n as f64);
+            let due = start + interval.mul_f64(n as f64 + phase);
             n += 1;
             tokio::time::sleep_until(due.into()).await;
             let Ok(permit) = slots.clone().try_acquire_owned() else {
