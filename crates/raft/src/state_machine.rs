@@ -3,7 +3,10 @@
 //! * Shard groups store each committed entry's records at positions `(log index, 0..)` with one
 //!   arrival time per entry, `max(previous arrival, leader's stamp)`, so arrival times never go
 //!   back even across leader changes. Records, the time index and the applied state go into one
-//!   atomic write batch.
+//!   atomic write batch, written without RocksDB's WAL: a crash loses a suffix of applies as a
+//!   whole (atomic flush) and openraft applies those entries again from the durable log. A
+//!   snapshot flushes the applied data before it is recorded, because openraft may purge the
+//!   log up to a snapshot.
 //! * The metadata group hands commands to a [`MetaApplier`] and persists the applier's whole state
 //!   together with the applied log id after each apply call.
 //!
@@ -272,9 +275,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .batch_put_state(&mut batch, self.group, StateKey::MetaState, &applier.save())
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
-        self.store
-            .write_nosync(batch)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        // A shard's applied data skips the WAL: its entries stay in the durable Raft log until a
+        // snapshot has flushed it (see `build_snapshot`), so a crash only means applying them
+        // again. The metadata group's small state keeps the WAL.
+        let written = match self.kind {
+            SmKind::Shard => self.store.write_applied(batch),
+            SmKind::Meta(_) => self.store.write_nosync(batch),
+        };
+        written.map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.publish();
         Ok(replies)
     }
@@ -453,6 +461,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilderHandle {
             last_arrival_ms: self.last_arrival_ms,
         };
         let bytes = encode(&stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        if stored.data.is_none() {
+            // Shard applies skip the WAL. Once this snapshot exists openraft may purge the log
+            // up to it, so what was applied up to the cut must be on disk first.
+            // The flush waits for RocksDB's background flush: off the runtime's threads.
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.flush_applied())
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        }
         self.store
             .put_state(self.group, StateKey::SnapshotMeta, &bytes, true)
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;

@@ -14,7 +14,9 @@
 //! Invariants kept here:
 //! * [`Store::apply_records`] writes the records, their time-index entry and the group's applied state
 //!   in one atomic `WriteBatch`, so a crash never leaves records without the applied index that covers
-//!   them (or the reverse);
+//!   them (or the reverse); shard applies skip the WAL ([`Store::write_applied`]) and the column
+//!   families are flushed atomically, so that holds across a crash too (what is lost is re-applied
+//!   from the Raft log, which [`Store::flush_applied`] protects before a snapshot lets it go);
 //! * retention trimming only ever moves a group's trim horizon forward and uses range deletes, so it
 //!   never blocks writers;
 //! * keys contain only group ids and numbers, never user data (encryption at rest can wrap values).
@@ -194,6 +196,10 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
+        // Shard applies skip the WAL (`write_applied`): memtables of all column families are
+        // then flushed together, so a crash leaves records, time index and applied state from
+        // one and the same moment.
+        db_opts.set_atomic_flush(true);
         if options.simulate_power_loss {
             db_opts.set_manual_wal_flush(true);
         }
@@ -206,6 +212,10 @@ impl Store {
         let cf = |name: &str| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&block);
+            // 16 MiB memtables (RocksDB's default is 64): with atomic flush every flush writes
+            // all column families at once, and smaller, more frequent flushes keep those bursts
+            // from holding up the log's fsyncs on the same disk.
+            o.set_write_buffer_size(16 << 20);
             if name == CF_RECORDS || name == CF_LOG {
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
@@ -432,7 +442,7 @@ impl Store {
             state_key(group, StateKey::Applied),
             applied,
         );
-        self.write_nosync(batch)
+        self.write_applied(batch)
     }
 
     /// Adds the records of one entry to `batch` (used by [`Store::apply_records`] and snapshot
@@ -484,6 +494,31 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         Ok(self.db().write_opt(batch, &wo)?)
+    }
+
+    /// Writes a shard's applied records without RocksDB's WAL. What a crash loses of them is
+    /// lost together with the applied index that covers it (atomic flush), and the Raft log,
+    /// which is durable, still holds those entries, so openraft applies them again on restart.
+    /// [`Store::flush_applied`] must run before the log below an applied index is given up.
+    pub fn write_applied(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        wo.disable_wal(true);
+        Ok(self.db().write_opt(batch, &wo)?)
+    }
+
+    /// Makes everything written with [`Store::write_applied`] durable: flushes the memtables of
+    /// all column families (atomically) and waits for it.
+    pub fn flush_applied(&self) -> Result<()> {
+        let cfs = [
+            self.cf(CF_LOG)?,
+            self.cf(CF_STATE)?,
+            self.cf(CF_RECORDS)?,
+            self.cf(CF_TIME)?,
+        ];
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        Ok(self.db().flush_cfs_opt(&cfs, &fo)?)
     }
 
     /// Writes a prepared batch with fsync.

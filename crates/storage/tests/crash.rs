@@ -111,3 +111,131 @@ fn acknowledged_appends_survive_sigkill() {
         assert_eq!(all.len() as u64, last, "group {group} has holes");
     }
 }
+
+/// Child of `applied_records_and_applied_index_stay_together_through_sigkill`: applies entries of
+/// two records each to one group without the WAL (as shard state machines do), with the applied
+/// index (its decimal text) in the same batch, and flushes every 500 entries (as a snapshot does),
+/// printing `FLUSHED i` once a flush covering entry i returned.
+fn applying_child(dir: &str) {
+    let store = Store::open(std::path::Path::new(dir), StoreOptions::default()).expect("open");
+    let started = Instant::now();
+    for index in 1..10_000_000u64 {
+        if started.elapsed() > Duration::from_secs(60) {
+            return;
+        }
+        let records = [record(index, 0), record(index, 1)];
+        store
+            .apply_records(7, index, index, &records, index.to_string().as_bytes())
+            .expect("apply");
+        if index % 500 == 0 {
+            store.flush_applied().expect("flush");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "FLUSHED {index}");
+            let _ = out.flush();
+        }
+    }
+}
+
+fn record(index: u64, sub: u32) -> runnel_storage::RecordIn {
+    runnel_storage::RecordIn {
+        partition_key: format!("k{index}-{sub}"),
+        data: bytes::Bytes::from(format!("{index}/{sub} {}", "d".repeat(900))),
+        encryption: bytes::Bytes::new(),
+    }
+}
+
+#[test]
+fn applied_records_and_applied_index_stay_together_through_sigkill() {
+    if let Ok(dir) = std::env::var("RUNNEL_APPLY_CRASH_CHILD") {
+        applying_child(&dir);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "applied_records_and_applied_index_stay_together_through_sigkill",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RUNNEL_APPLY_CRASH_CHILD", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = proc.stdout.take().unwrap();
+    let mut flushed = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("FLUSHED ") {
+            flushed = rest.parse().unwrap();
+        }
+        // Several flushes, then a kill between two of them (applies after the last flush are
+        // in memtables only).
+        if flushed >= 3_000 || Instant::now() > deadline {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    assert!(flushed >= 3_000, "child flushed only up to entry {flushed}");
+
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let applied: u64 = String::from_utf8(
+        store
+            .get_state(7, runnel_storage::StateKey::Applied)
+            .unwrap()
+            .expect("an applied index after flushes"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(
+        applied >= flushed,
+        "applied index {applied} is behind the last completed flush ({flushed})"
+    );
+    // Every entry up to the applied index has both its records, with their exact bytes...
+    let from = runnel_types::Position::START;
+    let end = runnel_types::Position {
+        log_index: applied + 1,
+        sub: 0,
+    };
+    let mut next = from;
+    let mut seen = 0u64;
+    loop {
+        let batch = store.read_records(7, next, end, 10_000, 64 << 20).unwrap();
+        let Some((last, _)) = batch.last() else { break };
+        next = last.next();
+        for (pos, rec) in batch {
+            let want = record(pos.log_index, pos.sub);
+            assert_eq!(rec.partition_key, want.partition_key, "at {pos:?}");
+            assert_eq!(rec.data, want.data, "at {pos:?}");
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen,
+        2 * applied,
+        "records missing below the applied index {applied}"
+    );
+    // ... and nothing beyond it survived without the applied index that covers it.
+    let beyond = store
+        .read_records(
+            7,
+            end,
+            runnel_types::Position {
+                log_index: u64::MAX,
+                sub: 0,
+            },
+            10,
+            1 << 20,
+        )
+        .unwrap();
+    assert!(
+        beyond.is_empty(),
+        "records after the applied index {applied} survived the crash: {:?}",
+        beyond.first().map(|(p, _)| p)
+    );
+}
