@@ -550,10 +550,11 @@ async fn futures_first(
 fn serve_config(args: &ServeArgs) -> Result<NodeConfig, String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| format!("--log: {e}"))?;
-    tracing_subscriber::fmt()
+    // `try_init`: a second call (there is none today) keeps the first subscriber, not a panic.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .init();
+        .try_init();
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -53,6 +53,18 @@ fn child(dir: &str) {
     }
 }
 
+/// Runs this test binary again as the child of `test`, with `env` naming the store directory;
+/// its stdout is piped to the parent.
+fn spawn_child(test: &str, env: &str, dir: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn acknowledged_appends_survive_sigkill() {
     if let Ok(dir) = std::env::var("RUNNEL_CRASH_CHILD") {
@@ -60,18 +72,11 @@ fn acknowledged_appends_survive_sigkill() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "acknowledged_appends_survive_sigkill",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RUNNEL_CRASH_CHILD", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut proc = spawn_child(
+        "acknowledged_appends_survive_sigkill",
+        "RUNNEL_CRASH_CHILD",
+        dir.path(),
+    );
     let stdout = proc.stdout.take().unwrap();
     let mut acked: Vec<(u64, u64)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -151,18 +156,11 @@ fn applied_records_and_applied_index_stay_together_through_sigkill() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "applied_records_and_applied_index_stay_together_through_sigkill",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RUNNEL_APPLY_CRASH_CHILD", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut proc = spawn_child(
+        "applied_records_and_applied_index_stay_together_through_sigkill",
+        "RUNNEL_APPLY_CRASH_CHILD",
+        dir.path(),
+    );
     let stdout = proc.stdout.take().unwrap();
     let mut flushed = 0u64;
     let deadline = Instant::now() + Duration::from_secs(60);
