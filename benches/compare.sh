@@ -202,6 +202,7 @@ def runs(prefix):
 def ms(r, k, q):
     v = (r or {}).get(k) or {}
     return f"{v[q]:.2f}" if q in v else "-"
+SYSTEMS = ("runnel", "runnel-stream", "runnel-producer", "nats")
 print(open(f"{out}/setup.txt").read().strip().replace("\n", "  \n"))
 print()
 print("| size | system | saturation rec/s (median; runs) | MB/s | ack p50/p99 ms at saturation | server CPU cores | half-rate rec/s | ack p50 / p99 ms | propagation p50 / p99 ms |")
@@ -209,7 +210,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 ratios = []
 for size in sizes:
     med = {}
-    for system in ("runnel", "runnel-stream", "runnel-producer", "nats"):
+    for system in SYSTEMS:
         rs = runs(f"{system}-sat-{size}")
         if not rs:
             continue
@@ -229,7 +230,7 @@ for size in sizes:
             for s in ("runnel", "runnel-stream", "runnel-producer")))
 print()
 print("Saturation throughput ratios (same producers, same records in flight per producer): " + "; ".join(ratios))
-lows = [(s, load(f"{s}-low")) for s in ("runnel", "runnel-stream", "runnel-producer", "nats")]
+lows = [(s, load(f"{s}-low")) for s in SYSTEMS]
 lows = [(s, r) for s, r in lows if r and r.get("records_per_sec")]
 if lows:
     print()

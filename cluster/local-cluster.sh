@@ -63,7 +63,7 @@ TOML
     done
     for pid in "${pids[@]}"; do
       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
+      if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
       echo "stopped pid $pid"
     done
     ;;

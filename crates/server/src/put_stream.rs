@@ -14,9 +14,9 @@
 //! sequence number or its error; a failed record never ends the stream. The loop reads no
 //! further message while [`MAX_OUTSTANDING`] or more records of the stream are outstanding
 //! (one message, at most 64 MiB, can take it above that), so HTTP/2 flow control holds a fast
-//! client back instead of memory growing. Acks that are ready together travel in one response message. When the client goes
-//! away, records already handed to a shard still commit (their outcome is then unknown to it,
-//! as with a PutRecord whose connection dropped).
+//! client back instead of memory growing. Acks that are ready together travel in one response
+//! message. When the client goes away, records already handed to a shard still commit (their
+//! outcome is then unknown to it, as with a PutRecord whose connection dropped).
 
 use std::sync::Arc;
 use std::time::Instant;

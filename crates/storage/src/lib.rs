@@ -50,6 +50,8 @@ const CF_LOG: &str = "log";
 const CF_STATE: &str = "state";
 const CF_RECORDS: &str = "records";
 const CF_TIME: &str = "time";
+/// Every column family, in the order the store opens them.
+const ALL_CFS: [&str; 4] = [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME];
 
 /// Bytes a WriteBatch spends on one put besides the value: tag, column family id, key and
 /// their length varints (keys here are at most 32 bytes). Used to size batches up front.
@@ -221,7 +223,7 @@ impl Store {
             }
             ColumnFamilyDescriptor::new(name, o)
         };
-        let cfs = vec![cf(CF_LOG), cf(CF_STATE), cf(CF_RECORDS), cf(CF_TIME)];
+        let cfs: Vec<_> = ALL_CFS.iter().map(|name| cf(name)).collect();
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
         let writer = LogWriter::start(db.clone(), options.unsafe_skip_fsync)?;
         Ok(Store {
@@ -510,12 +512,10 @@ impl Store {
     /// Makes everything written with [`Store::write_applied`] durable: flushes the memtables of
     /// all column families (atomically) and waits for it.
     pub fn flush_applied(&self) -> Result<()> {
-        let cfs = [
-            self.cf(CF_LOG)?,
-            self.cf(CF_STATE)?,
-            self.cf(CF_RECORDS)?,
-            self.cf(CF_TIME)?,
-        ];
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>>>()?;
         let mut fo = rocksdb::FlushOptions::default();
         fo.set_wait(true);
         Ok(self.db().flush_cfs_opt(&cfs, &fo)?)
