@@ -10,8 +10,10 @@
 //! the moment a consumer received it (the send time travels in the record's first 8 bytes; all
 //! processes share the machine's clock).
 //!
-//! Runnel consumers long-poll GetRecords (`--poll-wait-ms`, a Runnel extension) or, with 0,
-//! poll like a Kinesis consumer every 200 ms when a shard has nothing new. On NATS, `--shards`
+//! Runnel consumers tail each shard on its leader (`TailShard`, a Runnel extension: records are
+//! pushed as they commit, as a NATS consumer's are), or with `--poll-consumers` long-poll
+//! GetRecords (`--poll-wait-ms`, also an extension) or, with a wait of 0, poll like a Kinesis
+//! consumer every 200 ms when a shard has nothing new. On NATS, `--shards`
 //! streams (R3, file storage) stand for the shards: each record goes to stream `hash(key) % N`;
 //! consumers are ephemeral pull consumers (deliver new, no acks), one per stream.
 //!
@@ -88,7 +90,10 @@ struct Args {
     /// Follow every shard with GetRecords and measure propagation.
     #[arg(long)]
     consumers: bool,
-    /// Runnel consumers: long-poll wait per GetRecords in ms (0 = poll every 200 ms when
+    /// Runnel consumers poll with GetRecords instead of tailing shards with TailShard.
+    #[arg(long)]
+    poll_consumers: bool,
+    /// Runnel consumers with --poll-consumers: long-poll wait per GetRecords in ms (0 = poll every 200 ms when
     /// nothing is new, as a Kinesis consumer does).
     #[arg(long, default_value_t = 1000)]
     poll_wait_ms: u64,
@@ -375,6 +380,9 @@ async fn runnel_consumer(
         eprintln!("consumer {shard}: no iterator");
         return;
     };
+    if !args.poll_consumers {
+        return runnel_tail(client, &args, &shard, it, &stats, stop).await;
+    }
     let wait = Duration::from_millis(args.poll_wait_ms);
     while Instant::now() < stop {
         match client.get_records_wait(&it, 10_000, wait).await {
@@ -392,6 +400,43 @@ async fn runnel_consumer(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Follows one shard with TailShard on its leader; after an error it finds the leader again
+/// and resumes after the last page it received.
+async fn runnel_tail(
+    client: Client,
+    args: &Args,
+    shard: &str,
+    mut it: String,
+    stats: &Stats,
+    stop: Instant,
+) {
+    use futures::StreamExt;
+    while Instant::now() < stop {
+        let node = match client.shard_leader(&args.stream, shard).await {
+            Ok(Some(leader)) => leader,
+            _ => client.clone(),
+        };
+        match node.tail_shard(&it, 10_000).await {
+            Ok(mut pages) => {
+                while let Some(page) = pages.next().await {
+                    match page {
+                        Ok(p) => {
+                            delivered(stats, p.records.iter().map(|r| &r.data[..]));
+                            it = p.next_shard_iterator;
+                        }
+                        Err(e) => {
+                            eprintln!("consumer {shard}: {}", e.message());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => eprintln!("consumer {shard}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -107,6 +107,37 @@ impl Client {
         Ok(Client { inner })
     }
 
+    /// Connects lazily to a node by the `grpc_addr` that ClusterStatus reports (`host:port`, or
+    /// a URL).
+    pub fn connect_node(grpc_addr: &str) -> Result<Client, Error> {
+        if grpc_addr.contains("://") {
+            Client::connect_lazy(grpc_addr)
+        } else {
+            Client::connect_lazy(&format!("http://{grpc_addr}"))
+        }
+    }
+
+    /// A client of the node leading `stream`'s shard `shard_id`, as this client's node sees the
+    /// cluster (`None` while it knows no leader). A tail served there needs no relay.
+    pub async fn shard_leader(
+        &self,
+        stream: &str,
+        shard_id: &str,
+    ) -> Result<Option<Client>, Error> {
+        let status = self.cluster_status().await?;
+        let Some(g) = status
+            .groups
+            .iter()
+            .find(|g| g.stream == stream && g.shard_id == shard_id && g.leader_node != 0)
+        else {
+            return Ok(None);
+        };
+        match status.nodes.iter().find(|n| n.node_id == g.leader_node) {
+            Some(n) if !n.grpc_addr.is_empty() => Client::connect_node(&n.grpc_addr).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Single records to `stream_name` pipelined on one `PutRecordStream` through this
     /// client's node, each acknowledged on its own (see [`RecordStream`]).
     pub fn record_stream(&self, stream_name: &str) -> RecordStream {
@@ -369,6 +400,28 @@ impl Client {
                 other => return Ok(other?.into_inner()),
             }
         }
+    }
+
+    /// Tails a shard (`TailShard`, a Runnel extension): a stream of GetRecords-shaped pages
+    /// pushed as the shard commits records, from `iterator` on, in order and without gaps; `limit`
+    /// caps the records per page (0 = 10,000). A page without records arrives after each second
+    /// with nothing new. On an error (the node lost leadership, the connection broke) the
+    /// stream ends; resume with the last page's `next_shard_iterator`, best through
+    /// [`Client::shard_leader`], where the tail is served without a relay.
+    pub async fn tail_shard(
+        &self,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<tonic::Streaming<pb::GetRecordsResponse>, Error> {
+        Ok(self
+            .raw()
+            .tail_shard(pb::TailShardRequest {
+                shard_iterator: iterator.to_string(),
+                limit,
+            })
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner())
     }
 
     /// Cluster status as seen by the node answering.

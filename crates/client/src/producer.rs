@@ -280,12 +280,7 @@ fn client_for(shared: &Shared, addr: &str) -> Option<Client> {
     if let Some(c) = shared.clients.read().ok()?.get(addr) {
         return Some(c.clone());
     }
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let c = Client::connect_lazy(&url).ok()?;
+    let c = Client::connect_node(addr).ok()?;
     shared
         .clients
         .write()

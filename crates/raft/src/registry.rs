@@ -389,6 +389,14 @@ impl Registry {
             .is_some_and(|h| h.raft.metrics().borrow().current_leader == Some(h.replica))
     }
 
+    /// The current term of `group` if this node leads it (as its local Raft sees it).
+    pub fn leader_term(&self, group: u64) -> Option<u64> {
+        let h = self.hosted(group)?;
+        let m = h.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(h.replica)).then_some(m.current_term)
+    }
+
     /// Handles an incoming Raft message (AppendEntries or Vote) for any group.
     pub async fn handle_raft(&self, req: RaftRequest) -> RaftReply {
         let Some(h) = self.hosted(req.group_id) else {

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,59 @@ async fn shard0_leader(client: &Client, stream: &str) -> u64 {
         .unwrap();
     assert_ne!(leader, 0, "shard 0 has no known leader");
     leader
+}
+
+/// Follows `shard` of "orders" with TailShard from its first record, appending every record
+/// received to `out`, until `stop` is set. After an error it resumes after the last page: on
+/// the shard's leader (as the first answering node sees it) with `follow_leader`, otherwise
+/// always through `clients[via]` (a relay when that node does not lead the shard).
+async fn tail(
+    clients: Vec<Client>,
+    via: usize,
+    follow_leader: bool,
+    shard: String,
+    out: Arc<Mutex<Vec<pb::Record>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut it = loop {
+        match clients[via]
+            .shard_iterator("orders", &shard, &Start::TrimHorizon)
+            .await
+        {
+            Ok(it) => break it,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut attempt = 0;
+    while !stop.load(Ordering::SeqCst) {
+        attempt += 1;
+        let mut node = clients[via].clone();
+        if follow_leader {
+            let asked = &clients[attempt % clients.len()];
+            if let Ok(Some(leader)) = asked.shard_leader("orders", &shard).await {
+                node = leader;
+            }
+        }
+        if let Ok(mut pages) = node.tail_shard(&it, 0).await {
+            loop {
+                tokio::select! {
+                    page = pages.message() => match page {
+                        Ok(Some(p)) => {
+                            out.lock().unwrap().extend(p.records);
+                            it = p.next_shard_iterator;
+                        }
+                        _ => break,
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn seq_key(s: &str) -> (usize, String) {
@@ -192,6 +246,34 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
         .unwrap();
     assert_eq!(c0.list_shards("orders").await.unwrap().len(), 4);
 
+    // Two tails: shard 0 (whose leader is killed) followed on its leader, and shard 1 always
+    // through a node that does not lead it (relayed). Each must see exactly the shard's log.
+    let clients: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    let status = c0.cluster_status().await.unwrap();
+    let shard1_leader = status
+        .groups
+        .iter()
+        .find(|g| g.stream == "orders" && g.shard_id == "shardId-000000000001")
+        .map(|g| g.leader_node)
+        .unwrap();
+    let relay = (cluster.index_of(shard1_leader) + 1) % 3;
+    let stop_tails = Arc::new(AtomicBool::new(false));
+    let tails: Vec<(String, Arc<Mutex<Vec<pb::Record>>>)> = ["000000000000", "000000000001"]
+        .iter()
+        .map(|n| (format!("shardId-{n}"), Arc::new(Mutex::new(Vec::new()))))
+        .collect();
+    let mut tail_tasks = Vec::new();
+    for (i, (shard, out)) in tails.iter().enumerate() {
+        tail_tasks.push(tokio::spawn(tail(
+            clients.clone(),
+            relay,
+            i == 0,
+            shard.clone(),
+            out.clone(),
+            stop_tails.clone(),
+        )));
+    }
+
     let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
     let acked = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -269,6 +351,32 @@ async fn three_nodes_keep_every_acknowledged_record_through_a_leader_kill() {
             );
         }
         reads.push(all);
+    }
+
+    // The tails received each shard's log exactly: same records, same order, nothing twice,
+    // across the leader's kill (shard 0) and through a relay (shard 1).
+    for (shard, out) in &tails {
+        let log = &reads[0][shard];
+        let tail_deadline = Instant::now() + Duration::from_secs(60);
+        while out.lock().unwrap().len() < log.len() && Instant::now() < tail_deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got: Vec<(String, Vec<u8>)> = out
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| (r.sequence_number.clone(), r.data.to_vec()))
+            .collect();
+        let want: Vec<(String, Vec<u8>)> = log
+            .iter()
+            .map(|r| (r.sequence_number.clone(), r.data.to_vec()))
+            .collect();
+        assert_eq!(got.len(), want.len(), "tail of {shard}: record count");
+        assert!(got == want, "tail of {shard} differs from the shard's log");
+    }
+    stop_tails.store(true, Ordering::SeqCst);
+    for t in tail_tasks {
+        t.await.unwrap();
     }
 
     // Per writer and key, the read order equals the write order.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use runnel_proto::internal::v1::{ReadMode, ReadShardRequest};
 use runnel_proto::v1 as pb;
@@ -14,11 +14,13 @@ use runnel_types::{
     parse_stream_arn, stream_arn, validate_partition_key, Error, HashKey, IteratorKey,
     IteratorToken, Position, Result, SequenceNumber, ShardId, StreamName,
 };
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::meta::{MetaCommand, MetaState, ShardMeta, StreamMeta, StreamMode, StreamStatus};
 use crate::metrics;
-use crate::node::Node;
+use crate::node::{Node, TailLease};
 
 /// Maps an error to a gRPC status carrying the Kinesis error name.
 pub fn to_status(e: &Error) -> Status {
@@ -38,6 +40,36 @@ pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 /// The longest a GetRecords long poll (`wait_ms`, a Runnel extension) may wait; the internal
 /// read RPC that carries it to the shard leader times out after 10 s.
 pub const MAX_GET_RECORDS_WAIT_MS: u32 = 5_000;
+
+/// How long one read of a tail waits on the leader for something new; a page with no records
+/// is sent after each such wait.
+pub const TAIL_WAIT_MS: u32 = 1_000;
+
+/// Pages a tail may have queued for its client before it waits for the client to take them.
+const TAIL_QUEUE: usize = 4;
+
+/// The response stream of one `TailShard`.
+pub type TailPages = ReceiverStream<std::result::Result<pb::GetRecordsResponse, Status>>;
+
+/// An opened iterator with what a read at it needs.
+struct OpenRead {
+    state: Arc<MetaState>,
+    stream: StreamMeta,
+    token: IteratorToken,
+    shard: ShardMeta,
+    limit: u32,
+}
+
+/// One page of records read at an iterator.
+struct Page {
+    response: pb::GetRecordsResponse,
+    /// Data bytes delivered.
+    bytes: u64,
+    /// Iterator age: how old the last record returned is (0 when caught up).
+    age_ms: u64,
+    /// The iterator after the page.
+    next: IteratorToken,
+}
 
 /// A stream to create.
 #[derive(Clone, Debug)]
@@ -490,29 +522,22 @@ impl Api {
         Ok(token.seal(&Self::key(&state)?))
     }
 
-    /// Reads a page of records at an iterator.
-    pub async fn get_records_inner(
-        &self,
-        req: pb::GetRecordsRequest,
-    ) -> Result<pb::GetRecordsResponse> {
-        let limits = &self.node.config.limits;
-        let limit = match req.limit {
-            0 => limits.max_get_records_limit,
-            l if l <= limits.max_get_records_limit => l,
+    /// Checks a read's record limit (0 = the maximum) and opens its iterator.
+    async fn open_read(&self, iterator: &str, limit: u32) -> Result<OpenRead> {
+        let max = self.node.config.limits.max_get_records_limit;
+        let limit = match limit {
+            0 => max,
+            l if l <= max => l,
             l => {
                 return Err(Error::validation_failed(
                     "limit",
                     Some(&l.to_string()),
-                    &format!(
-                        "Member must have value less than or equal to {}",
-                        limits.max_get_records_limit
-                    ),
+                    &format!("Member must have value less than or equal to {max}"),
                 ))
             }
         };
         let state = self.node.state()?;
-        let token =
-            IteratorToken::open(&req.shard_iterator, &Self::key(&state)?, self.node.now_ms())?;
+        let token = IteratorToken::open(iterator, &Self::key(&state)?, self.node.now_ms())?;
         let (state, stream) = self.data_view(&token.stream).await?;
         if stream.uid != token.stream_uid {
             return Err(Error::ResourceNotFound(format!(
@@ -526,12 +551,33 @@ impl Api {
                 token.shard, token.stream
             ))
         })?;
+        Ok(OpenRead {
+            state,
+            stream,
+            token,
+            shard,
+            limit,
+        })
+    }
+
+    /// Reads a page of records at an iterator.
+    pub async fn get_records_inner(
+        &self,
+        req: pb::GetRecordsRequest,
+    ) -> Result<pb::GetRecordsResponse> {
+        let OpenRead {
+            state,
+            stream,
+            token,
+            shard,
+            limit,
+        } = self.open_read(&req.shard_iterator, req.limit).await?;
         let started = Instant::now();
         let enhanced = metrics::Enhanced(&stream.enhanced_metrics);
         let shard_name = token.shard.to_string();
         let wait_ms = req.wait_ms.min(MAX_GET_RECORDS_WAIT_MS);
         let result = self
-            .get_records_from(&state, &token, &shard, limit, wait_ms)
+            .get_records_from(&state, &token, &shard, limit, wait_ms, None)
             .await;
         metrics::get_records(
             enhanced,
@@ -541,12 +587,78 @@ impl Api {
             result
                 .as_ref()
                 .ok()
-                .map(|(r, bytes, age)| (r.records.len() as u64, *bytes, *age)),
+                .map(|p| (p.response.records.len() as u64, p.bytes, p.age_ms)),
         );
-        result.map(|(r, _, _)| r)
+        result.map(|p| p.response)
     }
 
-    /// One GetRecords read; also returns the bytes delivered and the iterator age (ms).
+    /// Starts a tail (`TailShard`): checks the request, then a task pushes pages until the
+    /// client goes away or a read fails (the error is the stream's last message).
+    pub async fn tail_shard_inner(&self, req: pb::TailShardRequest) -> Result<TailPages> {
+        let open = self.open_read(&req.shard_iterator, req.limit).await?;
+        let (tx, rx) = mpsc::channel(TAIL_QUEUE);
+        tokio::spawn(self.clone().tail(open, tx));
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// The loop behind a tail: reads from the last page's end on (long polls of
+    /// [`TAIL_WAIT_MS`] through [`Node::tail_read`]), sends each page, and paces itself to the
+    /// shard's read byte limit per second.
+    async fn tail(
+        self,
+        open: OpenRead,
+        tx: mpsc::Sender<std::result::Result<pb::GetRecordsResponse, Status>>,
+    ) {
+        let OpenRead {
+            state,
+            stream,
+            mut token,
+            shard,
+            limit,
+        } = open;
+        let lease = TailLease::default();
+        let enhanced = metrics::Enhanced(&stream.enhanced_metrics);
+        let shard_name = token.shard.to_string();
+        let per_sec = self.node.config.limits.shard_read_bytes_per_sec;
+        let mut window = (Instant::now(), 0u64);
+        loop {
+            let page = match self
+                .get_records_from(&state, &token, &shard, limit, TAIL_WAIT_MS, Some(&lease))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(stream = %stream.name, shard = %shard_name, error = %e, "tail ends");
+                    let _ = tx.send(Err(to_status(&e))).await;
+                    return;
+                }
+            };
+            metrics::outgoing(
+                enhanced,
+                stream.name.as_str(),
+                &shard_name,
+                page.response.records.len() as u64,
+                page.bytes,
+                page.age_ms,
+            );
+            let end_of_shard = page.response.next_shard_iterator.is_empty();
+            token = page.next;
+            if tx.send(Ok(page.response)).await.is_err() || end_of_shard {
+                return;
+            }
+            if per_sec > 0 {
+                if window.0.elapsed() >= Duration::from_secs(1) {
+                    window = (Instant::now(), 0);
+                }
+                window.1 += page.bytes;
+                if window.1 >= per_sec {
+                    tokio::time::sleep_until((window.0 + Duration::from_secs(1)).into()).await;
+                }
+            }
+        }
+    }
+
+    /// One read of records at `token` (a tail's when `tail` is given).
     async fn get_records_from(
         &self,
         state: &MetaState,
@@ -554,24 +666,24 @@ impl Api {
         shard: &ShardMeta,
         limit: u32,
         wait_ms: u32,
-    ) -> Result<(pb::GetRecordsResponse, u64, u64)> {
+        tail: Option<&TailLease>,
+    ) -> Result<Page> {
         let limits = &self.node.config.limits;
-        let read = self
-            .node
-            .read(
-                shard.group,
-                ReadShardRequest {
-                    group_id: shard.group,
-                    log_index: token.pos.log_index,
-                    sub: token.pos.sub,
-                    max_records: limit,
-                    max_bytes: limits.max_get_records_bytes,
-                    mode: ReadMode::Records as i32,
-                    at_timestamp_ms: 0,
-                    wait_ms,
-                },
-            )
-            .await?;
+        let req = ReadShardRequest {
+            group_id: shard.group,
+            log_index: token.pos.log_index,
+            sub: token.pos.sub,
+            max_records: limit,
+            max_bytes: limits.max_get_records_bytes,
+            mode: ReadMode::Records as i32,
+            at_timestamp_ms: 0,
+            wait_ms,
+            tail: tail.is_some(),
+        };
+        let read = match tail {
+            Some(lease) => self.node.tail_read(shard.group, req, lease).await?,
+            None => self.node.read(shard.group, req).await?,
+        };
         let mut next = token.pos.max(read.trim);
         let mut records = Vec::with_capacity(read.records.len());
         let mut bytes = 0u64;
@@ -609,16 +721,17 @@ impl Api {
             issued_ms: now,
             ..token.clone()
         };
-        Ok((
-            pb::GetRecordsResponse {
+        Ok(Page {
+            response: pb::GetRecordsResponse {
                 records,
                 next_shard_iterator: next_token.seal(&Self::key(state)?),
                 millis_behind_latest: millis_behind,
                 child_shards: Vec::new(),
             },
             bytes,
-            age,
-        ))
+            age_ms: age,
+            next: next_token,
+        })
     }
 
     /// Increases or decreases the retention period.
@@ -1098,6 +1211,15 @@ impl Runnel for Api {
         request: Request<pb::GetRecordsRequest>,
     ) -> std::result::Result<Response<pb::GetRecordsResponse>, Status> {
         observe("GetRecords", self.get_records_inner(request.into_inner())).await
+    }
+
+    type TailShardStream = TailPages;
+
+    async fn tail_shard(
+        &self,
+        request: Request<pb::TailShardRequest>,
+    ) -> std::result::Result<Response<Self::TailShardStream>, Status> {
+        observe("TailShard", self.tail_shard_inner(request.into_inner())).await
     }
 
     async fn increase_stream_retention_period(

@@ -366,6 +366,12 @@ pub fn get_records(
     };
     GET_RECORDS.with_label_values(&[stream]).inc_by(records);
     GET_BYTES.with_label_values(&[stream]).inc_by(bytes);
+    outgoing(e, stream, shard, records, bytes, age_ms);
+}
+
+/// Records delivered by any read (GetRecords or a tail's page): OutgoingRecords/Bytes and
+/// IteratorAgeMilliseconds.
+pub fn outgoing(e: Enhanced<'_>, stream: &str, shard: &str, records: u64, bytes: u64, age_ms: u64) {
     OUTGOING_RECORDS
         .with_label_values(&[stream])
         .inc_by(records);

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runnel_proto::internal::v1::internal_client::InternalClient;
 use runnel_proto::internal::v1::{ReadMode, ReadShardRequest};
@@ -44,6 +44,29 @@ pub(crate) const MAX_ENTRY_RECORDS: usize = 0x1_0000;
 pub(crate) const MAX_ENTRY_BYTES: usize = 8 << 20;
 /// Attempts to find a leader before giving up with a retryable error.
 const ROUTE_ATTEMPTS: usize = 40;
+
+/// How long one leadership confirmation serves a tail's reads (see [`Node::tail_read`]).
+pub const TAIL_RECONFIRM: Duration = Duration::from_secs(1);
+
+/// A tail's last leadership confirmation on this node: the term that a quorum round confirmed
+/// and when the round began. Only a confirmation of the node's current term, younger than
+/// [`TAIL_RECONFIRM`], stands in for a new round.
+#[derive(Debug, Default)]
+pub struct TailLease(Mutex<Option<(u64, Instant)>>);
+
+impl TailLease {
+    fn holds(&self, term: u64) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|c| c.is_some_and(|(t, at)| t == term && at.elapsed() < TAIL_RECONFIRM))
+    }
+
+    fn confirm(&self, term: u64, at: Instant) {
+        if let Ok(mut c) = self.0.lock() {
+            *c = Some((term, at));
+        }
+    }
+}
 
 /// What a forwarded proposal carries.
 #[derive(Serialize, Deserialize)]
@@ -1056,13 +1079,51 @@ impl Node {
         }
     }
 
+    /// One read of a tail (`TailShard`): as [`Node::read`], except that on the leader the
+    /// leadership check is skipped while `lease` holds a confirmation of this node's current
+    /// term younger than [`TAIL_RECONFIRM`]. Whatever it returns was applied, hence committed,
+    /// and the tail reads on from its own last position, so it never skips or repeats a record;
+    /// what it gives up is only the promise that a batch is the newest a read could see (a
+    /// leader deposed without knowing it keeps that promise for at most [`TAIL_RECONFIRM`]).
+    pub async fn tail_read(
+        &self,
+        group: u64,
+        req: ReadShardRequest,
+        lease: &TailLease,
+    ) -> Result<ShardRead> {
+        self.route(
+            group,
+            || self.read_local_with(group, &req, Some(lease)),
+            |n| self.read_remote(n, req),
+        )
+        .await
+    }
+
     /// Executes a read on this node, which must lead the group. Linearizable: it first confirms
     /// leadership with a quorum and waits until everything committed before is applied.
     pub async fn read_local(&self, group: u64, req: &ReadShardRequest) -> Attempt<ShardRead> {
+        self.read_local_with(group, req, None).await
+    }
+
+    /// [`Node::read_local`], whose leadership check a tail's `lease` can stand in for.
+    async fn read_local_with(
+        &self,
+        group: u64,
+        req: &ReadShardRequest,
+        lease: Option<&TailLease>,
+    ) -> Attempt<ShardRead> {
         let Some(raft) = self.registry.raft(group) else {
             return Attempt::NotLeader(None);
         };
-        if let Err(e) = raft.ensure_linearizable().await {
+        let term = self.registry.leader_term(group);
+        let confirmed = match (lease, term) {
+            (Some(l), Some(t)) => l.holds(t),
+            _ => false,
+        };
+        let started = Instant::now();
+        if confirmed {
+            // The tail's recent quorum round in this same term stands for this read.
+        } else if let Err(e) = raft.ensure_linearizable().await {
             use openraft::error::{CheckIsLeaderError, RaftError};
             return match e {
                 RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
@@ -1073,6 +1134,9 @@ impl Node {
                     Attempt::NotLeader(None)
                 }
             };
+        } else if let (Some(l), Some(t)) = (lease, term) {
+            // Leadership in term `t` was confirmed by a round that began at `started`.
+            l.confirm(t, started);
         }
         if group == META_GROUP {
             // The metadata read index: everything committed before this read is applied here.
@@ -1101,7 +1165,7 @@ impl Node {
         };
         match ReadMode::try_from(req.mode).unwrap_or(ReadMode::Records) {
             ReadMode::Records => {
-                if !self.read_throttle.admit(group, self.mono_ms()) {
+                if !req.tail && !self.read_throttle.admit(group, self.mono_ms()) {
                     let state = self.meta.get();
                     let (stream, shard) = state
                         .shard_of_group(group)
@@ -1158,7 +1222,9 @@ impl Node {
                     .iter()
                     .map(|(_, r)| (r.data.len() + r.partition_key.len()) as u64)
                     .sum();
-                self.read_throttle.consume(group, bytes, self.mono_ms());
+                if !req.tail {
+                    self.read_throttle.consume(group, bytes, self.mono_ms());
+                }
             }
             ReadMode::Positions => {
                 if req.at_timestamp_ms != 0 {

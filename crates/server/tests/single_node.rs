@@ -499,3 +499,121 @@ async fn record_stream_acknowledges_each_record_and_reports_failures_per_record(
     assert_eq!(count_records(&c, "rs").await, acked.len() + 100);
     server.shutdown().await;
 }
+
+/// Reads pages from a tail until `n` records arrived; returns them and the last page's
+/// iterator.
+async fn take_tail(
+    pages: &mut tonic::Streaming<pb::GetRecordsResponse>,
+    n: usize,
+) -> (Vec<pb::Record>, String) {
+    let mut got = Vec::new();
+    let mut it = String::new();
+    while got.len() < n {
+        let page = tokio::time::timeout(Duration::from_secs(10), pages.message())
+            .await
+            .expect("tail stalled")
+            .expect("tail failed")
+            .expect("tail ended");
+        got.extend(page.records);
+        it = page.next_shard_iterator;
+    }
+    (got, it)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_pushes_every_record_in_order_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(dir.path()).await;
+    c.create_stream("t", 1, 0).await.unwrap();
+    c.wait_active("t", Duration::from_secs(30)).await.unwrap();
+    let shard = c.list_shards("t").await.unwrap()[0].shard_id.clone();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let data = format!("early-{i}").into_bytes();
+        let (_, seq) = c
+            .put_record("t", &format!("k{}", i % 5), data.clone())
+            .await
+            .unwrap();
+        acked.push((seq, data));
+    }
+    let from_start = c
+        .shard_iterator("t", &shard, &Start::TrimHorizon)
+        .await
+        .unwrap();
+    let from_latest = c.shard_iterator("t", &shard, &Start::Latest).await.unwrap();
+    let mut all = c.tail_shard(&from_start, 7).await.unwrap();
+    let mut new = c.tail_shard(&from_latest, 0).await.unwrap();
+    // Writes while both tails run, from several tasks at once.
+    let writes: Vec<_> = (0..4)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..50 {
+                    let data = format!("late-{w}-{i}").into_bytes();
+                    let (_, seq) = c
+                        .put_record("t", &format!("w{w}"), data.clone())
+                        .await
+                        .unwrap();
+                    out.push((seq, data));
+                }
+                out
+            })
+        })
+        .collect();
+    for w in writes {
+        acked.extend(w.await.unwrap());
+    }
+    acked.sort_by_key(|(seq, _)| runnel_types::SequenceNumber::parse(seq).unwrap());
+    let pairs = |recs: &[pb::Record]| -> Vec<(String, Vec<u8>)> {
+        recs.iter()
+            .map(|r| (r.sequence_number.clone(), r.data.to_vec()))
+            .collect()
+    };
+    // From TRIM_HORIZON: every record, in sequence order, none twice, at most 7 per page.
+    let (got, it) = take_tail(&mut all, acked.len()).await;
+    assert_eq!(pairs(&got), acked);
+    // From LATEST: exactly the records written after the iterator was taken.
+    let (got_new, _) = take_tail(&mut new, 200).await;
+    assert_eq!(pairs(&got_new), acked[50..].to_vec());
+
+    // With nothing new, a page without records comes after about a second.
+    let idle = tokio::time::timeout(Duration::from_secs(5), all.message())
+        .await
+        .expect("no idle page")
+        .unwrap()
+        .unwrap();
+    assert!(idle.records.is_empty());
+    assert_eq!(idle.millis_behind_latest, 0);
+
+    // Tails do not use up the shard's shared read limit (5 GetRecords calls per second).
+    for _ in 0..5 {
+        c.raw()
+            .get_records(pb::GetRecordsRequest {
+                shard_iterator: from_start.clone(),
+                limit: 1,
+                wait_ms: 0,
+            })
+            .await
+            .expect("a GetRecords call was throttled although only tails had read");
+    }
+
+    // A new tail from the last page's iterator resumes exactly after it.
+    drop(all);
+    let mut resumed = c.tail_shard(&it, 0).await.unwrap();
+    let mut more = Vec::new();
+    for i in 0..10 {
+        let data = format!("after-{i}").into_bytes();
+        let (_, seq) = c.put_record("t", "k0", data.clone()).await.unwrap();
+        more.push((seq, data));
+    }
+    let (got_more, _) = take_tail(&mut resumed, 10).await;
+    assert_eq!(pairs(&got_more), more);
+
+    // Bad input: a malformed iterator, a limit above the maximum.
+    let e = c.tail_shard("not-an-iterator", 0).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgumentException");
+    let e = c.tail_shard(&it, 10_001).await.unwrap_err();
+    assert_eq!(kind(&e), "ValidationException");
+    server.shutdown().await;
+}
