@@ -1,4 +1,4 @@
-//! One run: start a cluster, create a stream, run producers and consumers while a nemesis
+//! One run: start a cluster, create a stream, run producers and consumers (polls and tails) while a nemesis
 //! injects faults, then heal, drain every shard, collect replica digests, write the history and
 //! check it.
 //!
@@ -133,6 +133,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_GIVE_UP: usize = 50;
 /// Process id of the final restart in the history.
 const FINAL_PROCESS: u64 = 9001;
+/// Process ids of the tail consumers (one per shard), far from those of the producers.
+const TAIL_PROCESS: u64 = 1_000_000;
 
 /// The description of an `info` outcome: the error, or a timeout when there is none.
 fn unknown_outcome(error: Option<runnel_types::Error>) -> String {
@@ -261,6 +263,15 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             rec.clone(),
             deadline,
             F::Poll,
+        )));
+    }
+    for (s, shard) in shards.iter().enumerate() {
+        tasks.push(tokio::spawn(tailer(
+            TAIL_PROCESS + s as u64,
+            shard.clone(),
+            endpoints.clone(),
+            rec.clone(),
+            deadline,
         )));
     }
     let nemesis = tokio::spawn(nemesis(
@@ -564,6 +575,95 @@ async fn consumer(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// Follows one shard with TailShard through the nodes in turn (a node that does not lead the
+/// shard relays it), resuming after the last record received whenever a tail ends. Each page with
+/// records is recorded as a poll from the last position before it, so the checker holds tails to
+/// the same order and no-skip rules as polls; a tail never claims to be caught up (it does not
+/// promise a linearizable read), so it is not checked for stale reads.
+async fn tailer(
+    process: u64,
+    shard: String,
+    endpoints: Vec<String>,
+    rec: Arc<Recorder>,
+    deadline: tokio::time::Instant,
+) {
+    let mut last: Option<String> = None;
+    let mut iterator: Option<String> = None;
+    let mut n = 0usize;
+    while tokio::time::Instant::now() < deadline {
+        let node = n % endpoints.len();
+        n += 1;
+        let Ok(client) = runnel_client::Client::connect_lazy(&endpoints[node]) else {
+            continue;
+        };
+        let it = match iterator.take() {
+            Some(it) => it,
+            None => {
+                let start = last.clone().map_or(Start::TrimHorizon, Start::After);
+                match tokio::time::timeout(
+                    OP_TIMEOUT,
+                    client.shard_iterator(STREAM, &shard, &start),
+                )
+                .await
+                {
+                    Ok(Ok(it)) => it,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut pages = match tokio::time::timeout(OP_TIMEOUT, client.tail_shard(&it, 1000)).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                // The iterator stays good: a tail that did not start read nothing.
+                iterator = Some(it);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while tokio::time::Instant::now() < deadline {
+            // A page comes at least once a second; a longer silence counts as a broken tail.
+            let Ok(Ok(Some(page))) = tokio::time::timeout(OP_TIMEOUT, pages.message()).await else {
+                break;
+            };
+            if !page.records.is_empty() {
+                let invoke = Event {
+                    process,
+                    ty: Some(Type::Invoke),
+                    f: Some(F::Poll),
+                    node: node as u64 + 1,
+                    shard: Some(shard.clone()),
+                    from: last.clone(),
+                    ..Default::default()
+                };
+                rec.push(invoke.clone());
+                let mut done = invoke;
+                done.ty = Some(Type::Ok);
+                done.reads = page
+                    .records
+                    .iter()
+                    .map(|x| {
+                        let v = std::str::from_utf8(&x.data)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(u64::MAX);
+                        (x.sequence_number.clone(), v)
+                    })
+                    .collect();
+                last = page.records.last().map(|x| x.sequence_number.clone());
+                rec.push(done);
+            }
+            if page.next_shard_iterator.is_empty() {
+                break;
+            }
+            iterator = Some(page.next_shard_iterator);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
