@@ -508,22 +508,45 @@ async fn tail(client: &Client, stream: &str, from: Start, output: Output) -> Res
                 .shard_iterator(&stream, &sh.shard_id, &from)
                 .await
                 .map_err(fmt_err)?;
+            // A TailShard on the shard's leader; after a break, resume from the last page's
+            // iterator (through this client's node if the leader could not be used).
+            let mut failures = 0u32;
+            let mut via_leader = true;
             loop {
-                // Stay within the 5 reads per second per shard of Kinesis; between calls the
-                // long poll holds the call until records arrive.
-                let paced = tokio::time::sleep(Duration::from_millis(200));
-                let r = client
-                    .get_records_wait(&it, 10_000, Duration::from_secs(5))
-                    .await
-                    .map_err(fmt_err)?;
-                for rec in &r.records {
-                    print_record(output, &sh.shard_id, rec);
+                let node = match via_leader {
+                    true => client
+                        .shard_leader(&stream, &sh.shard_id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| client.clone()),
+                    false => client.clone(),
+                };
+                let err = match node.tail_shard(&it, 10_000).await {
+                    Ok(mut pages) => loop {
+                        match pages.message().await {
+                            Ok(Some(page)) => {
+                                failures = 0;
+                                for rec in &page.records {
+                                    print_record(output, &sh.shard_id, rec);
+                                }
+                                if page.next_shard_iterator.is_empty() {
+                                    return Ok::<(), String>(());
+                                }
+                                it = page.next_shard_iterator;
+                            }
+                            Ok(None) => break "the tail ended".to_string(),
+                            Err(s) => break fmt_err(runnel_client::from_status(&s)),
+                        }
+                    },
+                    Err(e) => fmt_err(e),
+                };
+                failures += 1;
+                if failures > 10 {
+                    return Err(format!("{}: {err}", sh.shard_id));
                 }
-                if r.next_shard_iterator.is_empty() {
-                    return Ok::<(), String>(());
-                }
-                it = r.next_shard_iterator;
-                paced.await;
+                via_leader = !via_leader;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }));
     }

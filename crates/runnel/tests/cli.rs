@@ -143,6 +143,60 @@ async fn quick_start_commands_work() {
     assert!(!ok);
     assert!(err.contains("trim-horizon"), "{err}");
 
+    // `runnel tail` follows every shard: the records so far, then a new one as it commits.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["--endpoint", &ep, "--output", "json", "tail", "orders"])
+        .args(["--from", "trim-horizon"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn runnel tail");
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if tx
+                .send(v["data"].as_str().unwrap_or("").to_string())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut tailed = Vec::new();
+    let next = |tailed: &mut Vec<String>| {
+        let d = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("tail printed nothing");
+        tailed.push(d);
+    };
+    for _ in 0..4 {
+        next(&mut tailed);
+    }
+    assert_eq!(tailed, vec!["hello", "a", "b", "c"]);
+    let (ok, _, err) = runnel(
+        &ep,
+        &[
+            "put",
+            "orders",
+            "--partition-key",
+            "user-1",
+            "--data",
+            "later",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    next(&mut tailed);
+    assert_eq!(tailed[4], "later");
+    let _ = tail.kill();
+    let _ = tail.wait();
+
     let (ok, out, _) = runnel(&ep, &["cluster", "status"], None);
     assert!(ok);
     assert!(out.contains("orders/shardId-000000000000"), "{out}");
