@@ -503,19 +503,12 @@ async fn consumer(
         let it = match iterator.take() {
             Some(it) => it,
             None => {
-                let start = last.clone().map_or(Start::TrimHorizon, Start::After);
-                match tokio::time::timeout(
-                    OP_TIMEOUT,
-                    client.shard_iterator(STREAM, &shard, &start),
-                )
-                .await
-                {
-                    Ok(Ok(it)) => it,
-                    other => {
+                match resume_iterator(&client, &shard, &last).await {
+                    Ok(it) => it,
+                    Err(err) => {
                         // Recorded: a drain that ends on "no such stream" means data is gone.
                         let mut e = read_event();
                         rec.push(e.clone());
-                        let err = other.ok().and_then(Result::err);
                         // A drain stops once the stream has been missing for 10 s on every
                         // node it asked (the checker then counts its values as lost).
                         if matches!(err, Some(runnel_types::Error::ResourceNotFound(_))) {
@@ -541,17 +534,7 @@ async fn consumer(
         match outcome {
             Ok(Ok(r)) => {
                 done.ty = Some(Type::Ok);
-                done.reads = r
-                    .records
-                    .iter()
-                    .map(|x| {
-                        let v = std::str::from_utf8(&x.data)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(u64::MAX);
-                        (x.sequence_number.clone(), v)
-                    })
-                    .collect();
+                done.reads = read_values(&r.records);
                 done.caught_up = r.millis_behind_latest == 0 && r.records.len() < 1000;
                 let caught_up = done.caught_up;
                 if let Some(x) = r.records.last() {
@@ -578,6 +561,36 @@ async fn consumer(
     }
 }
 
+/// An iterator after `last` (the start of the shard if none), within [`OP_TIMEOUT`]; the error
+/// is `None` when the call timed out.
+async fn resume_iterator(
+    client: &runnel_client::Client,
+    shard: &str,
+    last: &Option<String>,
+) -> Result<String, Option<runnel_types::Error>> {
+    let start = last.clone().map_or(Start::TrimHorizon, Start::After);
+    match tokio::time::timeout(OP_TIMEOUT, client.shard_iterator(STREAM, shard, &start)).await {
+        Ok(Ok(it)) => Ok(it),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
+    }
+}
+
+/// (sequence number, value) of records read; a record that is not a value reads as `u64::MAX`,
+/// which no client writes (the checker reports it as unexpected).
+fn read_values(records: &[runnel_client::v1::Record]) -> Vec<(String, u64)> {
+    records
+        .iter()
+        .map(|x| {
+            let v = std::str::from_utf8(&x.data)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            (x.sequence_number.clone(), v)
+        })
+        .collect()
+}
+
 /// Follows one shard with TailShard through the nodes in turn (a node that does not lead the
 /// shard relays it), resuming after the last record received whenever a tail ends. Each page with
 /// records is recorded as a poll from the last position before it, so the checker holds tails to
@@ -601,21 +614,13 @@ async fn tailer(
         };
         let it = match iterator.take() {
             Some(it) => it,
-            None => {
-                let start = last.clone().map_or(Start::TrimHorizon, Start::After);
-                match tokio::time::timeout(
-                    OP_TIMEOUT,
-                    client.shard_iterator(STREAM, &shard, &start),
-                )
-                .await
-                {
-                    Ok(Ok(it)) => it,
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
+            None => match resume_iterator(&client, &shard, &last).await {
+                Ok(it) => it,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-            }
+            },
         };
         let mut pages = match tokio::time::timeout(OP_TIMEOUT, client.tail_shard(&it, 1000)).await {
             Ok(Ok(p)) => p,
@@ -644,17 +649,7 @@ async fn tailer(
                 rec.push(invoke.clone());
                 let mut done = invoke;
                 done.ty = Some(Type::Ok);
-                done.reads = page
-                    .records
-                    .iter()
-                    .map(|x| {
-                        let v = std::str::from_utf8(&x.data)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(u64::MAX);
-                        (x.sequence_number.clone(), v)
-                    })
-                    .collect();
+                done.reads = read_values(&page.records);
                 last = page.records.last().map(|x| x.sequence_number.clone());
                 rec.push(done);
             }
