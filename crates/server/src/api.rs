@@ -51,6 +51,37 @@ const TAIL_QUEUE: usize = 4;
 /// The response stream of one `TailShard`.
 pub type TailPages = ReceiverStream<std::result::Result<pb::GetRecordsResponse, Status>>;
 
+/// Paces one tail to `per_sec` bytes per second on average, allowing a burst of one second's
+/// worth: each page moves a virtual clock on by its bytes' share of a second, and the tail waits
+/// while that clock is ahead of real time. 0 = unpaced.
+struct Pacer {
+    per_sec: u64,
+    /// When the bytes sent so far would have been sent at exactly `per_sec`.
+    clock: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(per_sec: u64) -> Pacer {
+        Pacer {
+            per_sec,
+            clock: None,
+        }
+    }
+
+    /// Counts `bytes` sent at `now`; returns until when to wait before the next page, if at all.
+    fn spend(&mut self, bytes: u64, now: Instant) -> Option<Instant> {
+        if self.per_sec == 0 {
+            return None;
+        }
+        // Idle time earns at most one second of credit.
+        let floor = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let start = self.clock.map_or(floor, |c| c.max(floor));
+        let clock = start + Duration::from_secs_f64(bytes as f64 / self.per_sec as f64);
+        self.clock = Some(clock);
+        (clock > now).then_some(clock)
+    }
+}
+
 /// An opened iterator with what a read at it needs.
 struct OpenRead {
     state: Arc<MetaState>,
@@ -619,8 +650,7 @@ impl Api {
         let lease = TailLease::default();
         let enhanced = metrics::Enhanced(&stream.enhanced_metrics);
         let shard_name = token.shard.to_string();
-        let per_sec = self.node.config.limits.shard_read_bytes_per_sec;
-        let mut window = (Instant::now(), 0u64);
+        let mut pacer = Pacer::new(self.node.config.limits.shard_read_bytes_per_sec);
         loop {
             let page = match self
                 .get_records_from(&state, &token, &shard, limit, TAIL_WAIT_MS, Some(&lease))
@@ -646,14 +676,8 @@ impl Api {
             if tx.send(Ok(page.response)).await.is_err() || end_of_shard {
                 return;
             }
-            if per_sec > 0 {
-                if window.0.elapsed() >= Duration::from_secs(1) {
-                    window = (Instant::now(), 0);
-                }
-                window.1 += page.bytes;
-                if window.1 >= per_sec {
-                    tokio::time::sleep_until((window.0 + Duration::from_secs(1)).into()).await;
-                }
+            if let Some(until) = pacer.spend(page.bytes, Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
             }
         }
     }
@@ -1249,5 +1273,30 @@ impl Runnel for Api {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
         observe("ClusterStatus", async { Ok(self.cluster_status()) }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_keeps_a_tail_to_its_bytes_per_second_with_one_second_of_burst() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let ms = |n: u64| Duration::from_millis(n);
+        assert_eq!(Pacer::new(0).spend(u64::MAX, t0), None);
+        let mut p = Pacer::new(1000);
+        // One second of credit: 500 bytes, then 500 more, go at once.
+        assert_eq!(p.spend(500, t0), None);
+        assert_eq!(p.spend(500, t0), None);
+        // Beyond it, each byte costs a millisecond.
+        assert_eq!(p.spend(500, t0), Some(t0 + ms(500)));
+        assert_eq!(p.spend(2000, t0 + ms(500)), Some(t0 + ms(2500)));
+        // A page larger than a second's worth is paid for afterwards, not forgiven.
+        assert_eq!(p.spend(10_000, t0 + ms(2500)), Some(t0 + ms(12_500)));
+        // A long pause earns one second of credit, no more.
+        let later = t0 + Duration::from_secs(100);
+        assert_eq!(p.spend(1000, later), None);
+        assert_eq!(p.spend(1, later), Some(later + ms(1)));
     }
 }
