@@ -1084,7 +1084,8 @@ impl Node {
     /// term younger than [`TAIL_RECONFIRM`]. Whatever it returns was applied, hence committed,
     /// and the tail reads on from its own last position, so it never skips or repeats a record;
     /// what it gives up is only the promise that a batch is the newest a read could see (a
-    /// leader deposed without knowing it keeps that promise for at most [`TAIL_RECONFIRM`]).
+    /// leader deposed without knowing it can serve an older end for at most [`TAIL_RECONFIRM`],
+    /// until its next check fails).
     pub async fn tail_read(
         &self,
         group: u64,
