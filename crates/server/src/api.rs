@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::meta::{MetaCommand, MetaState, ShardMeta, StreamMeta, StreamMode, StreamStatus};
 use crate::metrics;
-use crate::node::{Node, TailLease};
+use crate::node::{Node, TailLease, TailSlot};
 
 /// Maps an error to a gRPC status carrying the Kinesis error name.
 pub fn to_status(e: &Error) -> Status {
@@ -627,8 +627,9 @@ impl Api {
     /// client goes away or a read fails (the error is the stream's last message).
     pub async fn tail_shard_inner(&self, req: pb::TailShardRequest) -> Result<TailPages> {
         let open = self.open_read(&req.shard_iterator, req.limit).await?;
+        let slot = self.node.tail_slot(open.shard.group)?;
         let (tx, rx) = mpsc::channel(TAIL_QUEUE);
-        tokio::spawn(self.clone().tail(open, tx));
+        tokio::spawn(self.clone().tail(open, slot, tx));
         Ok(ReceiverStream::new(rx))
     }
 
@@ -638,6 +639,8 @@ impl Api {
     async fn tail(
         self,
         open: OpenRead,
+        // Held for the tail's life: its place in the shard's count of tails on this node.
+        _slot: TailSlot,
         tx: mpsc::Sender<std::result::Result<pb::GetRecordsResponse, Status>>,
     ) {
         let OpenRead {

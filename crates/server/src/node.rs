@@ -202,8 +202,30 @@ pub struct Node {
     /// Monotonic origin of the throttles' clock (never moved by the test clock hook).
     started: std::time::Instant,
     hints: Mutex<HashMap<u64, u64>>,
+    /// Tails served here, per shard group (`[limits] max_tails_per_shard`).
+    tails: Mutex<HashMap<u64, u32>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A tail's place in its shard's count on this node; dropping it frees the place.
+#[derive(Debug)]
+pub struct TailSlot {
+    node: Arc<Node>,
+    group: u64,
+}
+
+impl Drop for TailSlot {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.node.tails.lock() {
+            if let Some(n) = t.get_mut(&self.group) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    t.remove(&self.group);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -281,6 +303,7 @@ impl Node {
             read_throttle,
             started: std::time::Instant::now(),
             hints: Mutex::new(HashMap::new()),
+            tails: Mutex::new(HashMap::new()),
             shutdown,
             tasks: Mutex::new(Vec::new()),
         });
@@ -1077,6 +1100,27 @@ impl Node {
                 Attempt::Done(crate::internal::shard_read_from_proto(r))
             }
         }
+    }
+
+    /// Takes a place for a new tail of `group` on this node, or refuses with
+    /// `LimitExceededException` when `[limits] max_tails_per_shard` tails are already served.
+    pub fn tail_slot(self: &Arc<Self>, group: u64) -> Result<TailSlot> {
+        let cap = self.config.limits.max_tails_per_shard;
+        let mut t = self
+            .tails
+            .lock()
+            .map_err(|_| Error::Internal("tail count lock poisoned".into()))?;
+        let n = t.entry(group).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return Err(Error::LimitExceeded(format!(
+                "This node already serves {cap} tails of this shard (limits.max_tails_per_shard)."
+            )));
+        }
+        *n += 1;
+        Ok(TailSlot {
+            node: self.clone(),
+            group,
+        })
     }
 
     /// One read of a tail (`TailShard`): as [`Node::read`], except that on the leader the

@@ -17,10 +17,18 @@ fn free_port() -> u16 {
 }
 
 async fn start(dir: &std::path::Path) -> (runnel_server::Server, Client) {
+    start_with(dir, runnel_types::Limits::default()).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    limits: runnel_types::Limits,
+) -> (runnel_server::Server, Client) {
     let config = NodeConfig {
         data_dir: dir.to_path_buf(),
         grpc_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         http_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        limits,
         ..Default::default()
     };
     let server = runnel_server::start(config).await.unwrap();
@@ -615,5 +623,46 @@ async fn tail_pushes_every_record_in_order_and_resumes() {
     assert_eq!(kind(&e), "InvalidArgumentException");
     let e = c.tail_shard(&it, 10_001).await.unwrap_err();
     assert_eq!(kind(&e), "ValidationException");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_per_shard_are_capped_and_a_closed_tail_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = runnel_types::Limits {
+        max_tails_per_shard: 3,
+        ..Default::default()
+    };
+    let (server, c) = start_with(dir.path(), limits).await;
+    c.create_stream("cap", 2, 0).await.unwrap();
+    c.wait_active("cap", Duration::from_secs(30)).await.unwrap();
+    let shards = c.list_shards("cap").await.unwrap();
+    let it = |shard: usize| {
+        let c = c.clone();
+        let id = shards[shard].shard_id.clone();
+        async move { c.shard_iterator("cap", &id, &Start::Latest).await.unwrap() }
+    };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(c.tail_shard(&it(0).await, 0).await.unwrap());
+    }
+    let e = c.tail_shard(&it(0).await, 0).await.unwrap_err();
+    assert_eq!(kind(&e), "LimitExceededException");
+    // The cap is per shard: the other shard still takes tails.
+    let other = c.tail_shard(&it(1).await, 0).await.unwrap();
+    // A closed tail gives its place back once the server notices (at its next page, <= 1 s).
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reopened = loop {
+        match c.tail_shard(&it(0).await, 0).await {
+            Ok(t) => break t,
+            Err(e) => {
+                assert_eq!(kind(&e), "LimitExceededException");
+                assert!(tokio::time::Instant::now() < deadline, "place not freed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    drop((open, other, reopened));
     server.shutdown().await;
 }

@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_shards_per_stream: u32,
     /// Maximum tags per stream, at most 50. Default 50.
     pub max_tags: usize,
+    /// Concurrent `TailShard` streams one node serves for one shard; 0 = no cap. Default 20
+    /// (Kinesis allows 20 registered enhanced fan-out consumers per stream).
+    pub max_tails_per_shard: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             max_retention_hours: 8760,
             max_shards_per_stream: 10_000,
             max_tags: 50,
+            max_tails_per_shard: 20,
         }
     }
 }
@@ -128,6 +132,7 @@ mod tests {
         assert_eq!((l.min_retention_hours, l.max_retention_hours), (24, 8760));
         assert_eq!(l.max_shards_per_stream, 10_000);
         assert_eq!(l.max_tags, 50);
+        assert_eq!(l.max_tails_per_shard, 20);
     }
 
     #[test]
