@@ -403,40 +403,24 @@ async fn runnel_consumer(
     }
 }
 
-/// Follows one shard with TailShard on its leader; after an error it finds the leader again
-/// and resumes after the last page it received.
+/// Follows one shard with TailShard on its leader, resuming after breaks.
 async fn runnel_tail(
     client: Client,
     args: &Args,
     shard: &str,
-    mut it: String,
+    it: String,
     stats: &Stats,
     stop: Instant,
 ) {
-    use futures::StreamExt;
+    let mut follower = runnel_client::ShardFollower::new(client, &args.stream, shard, it);
     while Instant::now() < stop {
-        let node = match client.shard_leader(&args.stream, shard).await {
-            Ok(Some(leader)) => leader,
-            _ => client.clone(),
-        };
-        match node.tail_shard(&it, 10_000).await {
-            Ok(mut pages) => {
-                while let Some(page) = pages.next().await {
-                    match page {
-                        Ok(p) => {
-                            delivered(stats, p.records.iter().map(|r| &r.data[..]));
-                            it = p.next_shard_iterator;
-                        }
-                        Err(e) => {
-                            eprintln!("consumer {shard}: {}", e.message());
-                            break;
-                        }
-                    }
-                }
+        match follower.next_page().await {
+            Ok(p) => delivered(stats, p.records.iter().map(|r| &r.data[..])),
+            Err(e) => {
+                eprintln!("consumer {shard}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => eprintln!("consumer {shard}: {e}"),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -435,6 +435,73 @@ impl Client {
     }
 }
 
+/// Follows one shard with `TailShard`, resuming after every break from the last page received:
+/// through the shard's leader when this client's node names one (no relay), and after a failed
+/// attempt through this client's node, alternately. Used by `runnel tail` and the load generator.
+#[derive(Debug)]
+pub struct ShardFollower {
+    client: Client,
+    stream: String,
+    shard: String,
+    iterator: String,
+    via_leader: bool,
+    pages: Option<tonic::Streaming<pb::GetRecordsResponse>>,
+}
+
+impl ShardFollower {
+    /// A follower of `shard` of `stream` from `iterator` on; nothing is sent before
+    /// [`ShardFollower::next_page`].
+    pub fn new(client: Client, stream: &str, shard: &str, iterator: String) -> ShardFollower {
+        ShardFollower {
+            client,
+            stream: stream.to_string(),
+            shard: shard.to_string(),
+            iterator,
+            via_leader: true,
+            pages: None,
+        }
+    }
+
+    /// The next page (possibly without records: one comes after each idle second). An error
+    /// means the tail broke or could not start; the next call starts a new one after the last
+    /// page received. A page with an empty `next_shard_iterator` is the end of a closed shard.
+    pub async fn next_page(&mut self) -> Result<pb::GetRecordsResponse, Error> {
+        let mut pages = match self.pages.take() {
+            Some(p) => p,
+            None => {
+                let node = match self.via_leader {
+                    true => self
+                        .client
+                        .shard_leader(&self.stream, &self.shard)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| self.client.clone()),
+                    false => self.client.clone(),
+                };
+                match node.tail_shard(&self.iterator, 10_000).await {
+                    Ok(p) => p,
+                    Err(e) => return Err(self.broke(e)),
+                }
+            }
+        };
+        match pages.message().await {
+            Ok(Some(page)) => {
+                self.iterator.clone_from(&page.next_shard_iterator);
+                self.pages = Some(pages);
+                Ok(page)
+            }
+            Ok(None) => Err(self.broke(Error::Unavailable("the tail ended".into()))),
+            Err(s) => Err(self.broke(from_status(&s))),
+        }
+    }
+
+    fn broke(&mut self, e: Error) -> Error {
+        self.via_leader = !self.via_leader;
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

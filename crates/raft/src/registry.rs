@@ -385,8 +385,7 @@ impl Registry {
 
     /// True if the replica of `group` on this node is the leader.
     pub fn is_leader(&self, group: u64) -> bool {
-        self.hosted(group)
-            .is_some_and(|h| h.raft.metrics().borrow().current_leader == Some(h.replica))
+        self.leader_term(group).is_some()
     }
 
     /// The current term of `group` if this node leads it (as its local Raft sees it).

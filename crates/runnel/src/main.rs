@@ -504,49 +504,31 @@ async fn tail(client: &Client, stream: &str, from: Start, output: Output) -> Res
         let stream = stream.to_string();
         let from = from.clone();
         tasks.push(tokio::spawn(async move {
-            let mut it = client
+            let it = client
                 .shard_iterator(&stream, &sh.shard_id, &from)
                 .await
                 .map_err(fmt_err)?;
-            // A TailShard on the shard's leader; after a break, resume from the last page's
-            // iterator (through this client's node if the leader could not be used).
+            let mut follower = runnel_client::ShardFollower::new(client, &stream, &sh.shard_id, it);
             let mut failures = 0u32;
-            let mut via_leader = true;
             loop {
-                let node = match via_leader {
-                    true => client
-                        .shard_leader(&stream, &sh.shard_id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| client.clone()),
-                    false => client.clone(),
-                };
-                let err = match node.tail_shard(&it, 10_000).await {
-                    Ok(mut pages) => loop {
-                        match pages.message().await {
-                            Ok(Some(page)) => {
-                                failures = 0;
-                                for rec in &page.records {
-                                    print_record(output, &sh.shard_id, rec);
-                                }
-                                if page.next_shard_iterator.is_empty() {
-                                    return Ok::<(), String>(());
-                                }
-                                it = page.next_shard_iterator;
-                            }
-                            Ok(None) => break "the tail ended".to_string(),
-                            Err(s) => break fmt_err(runnel_client::from_status(&s)),
+                match follower.next_page().await {
+                    Ok(page) => {
+                        failures = 0;
+                        for rec in &page.records {
+                            print_record(output, &sh.shard_id, rec);
                         }
-                    },
-                    Err(e) => fmt_err(e),
-                };
-                failures += 1;
-                if failures > 10 {
-                    return Err(format!("{}: {err}", sh.shard_id));
+                        if page.next_shard_iterator.is_empty() {
+                            return Ok::<(), String>(());
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures > 10 {
+                            return Err(format!("{}: {}", sh.shard_id, fmt_err(e)));
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
-                via_leader = !via_leader;
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }));
     }

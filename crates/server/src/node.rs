@@ -1165,23 +1165,24 @@ impl Node {
             (Some(l), Some(t)) => l.holds(t),
             _ => false,
         };
-        let started = Instant::now();
-        if confirmed {
-            // The tail's recent quorum round in this same term stands for this read.
-        } else if let Err(e) = raft.ensure_linearizable().await {
-            use openraft::error::{CheckIsLeaderError, RaftError};
-            return match e {
-                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-                    Attempt::NotLeader(f.leader_node.map(|n| n.node))
-                }
-                other => {
-                    tracing::debug!(group, error = %other, "read: leadership check failed");
-                    Attempt::NotLeader(None)
-                }
-            };
-        } else if let (Some(l), Some(t)) = (lease, term) {
-            // Leadership in term `t` was confirmed by a round that began at `started`.
-            l.confirm(t, started);
+        if !confirmed {
+            let started = Instant::now();
+            if let Err(e) = raft.ensure_linearizable().await {
+                use openraft::error::{CheckIsLeaderError, RaftError};
+                return match e {
+                    RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+                        Attempt::NotLeader(f.leader_node.map(|n| n.node))
+                    }
+                    other => {
+                        tracing::debug!(group, error = %other, "read: leadership check failed");
+                        Attempt::NotLeader(None)
+                    }
+                };
+            }
+            if let (Some(l), Some(t)) = (lease, term) {
+                // Leadership in term `t` was confirmed by a round that began at `started`.
+                l.confirm(t, started);
+            }
         }
         if group == META_GROUP {
             // The metadata read index: everything committed before this read is applied here.
