@@ -39,22 +39,38 @@ pub(crate) fn state_key(group: u64, key: StateKey) -> [u8; 9] {
     k
 }
 
-pub(crate) fn record_key(group: u64, pos: Position) -> [u8; 20] {
+/// Key of a shard's entry block: group ‖ log index (the same layout as a log key, in another
+/// column family).
+pub(crate) fn entry_key(group: u64, log_index: u64) -> [u8; 16] {
+    log_key(group, log_index)
+}
+
+pub(crate) fn decode_entry_key(k: &[u8], group: u64) -> Result<u64> {
+    decode_log_key(k, group)
+}
+
+/// Key of one record in a store from before entry blocks: group ‖ log index ‖ offset.
+pub(crate) fn decode_v1_record_key(k: &[u8]) -> Result<(u64, Position)> {
+    if k.len() != 20 {
+        return Err(Error::Corrupt(format!("bad record key {k:?}")));
+    }
+    Ok((
+        u64::from_be_bytes(arr8(&k[..8])),
+        Position {
+            log_index: u64::from_be_bytes(arr8(&k[8..16])),
+            sub: u32::from_be_bytes([k[16], k[17], k[18], k[19]]),
+        },
+    ))
+}
+
+/// Test counterpart of [`decode_v1_record_key`].
+#[cfg(test)]
+pub(crate) fn v1_record_key(group: u64, pos: Position) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..8].copy_from_slice(&group.to_be_bytes());
     k[8..16].copy_from_slice(&pos.log_index.to_be_bytes());
     k[16..].copy_from_slice(&pos.sub.to_be_bytes());
     k
-}
-
-pub(crate) fn decode_record_key(k: &[u8], group: u64) -> Result<Position> {
-    if k.len() != 20 || k[..8] != group.to_be_bytes() {
-        return Err(Error::Corrupt(format!("bad record key {k:?}")));
-    }
-    Ok(Position {
-        log_index: u64::from_be_bytes(arr8(&k[8..16])),
-        sub: u32::from_be_bytes([k[16], k[17], k[18], k[19]]),
-    })
 }
 
 pub(crate) fn time_key(group: u64, arrival_ms: u64, log_index: u64) -> [u8; 24] {
@@ -105,12 +121,16 @@ mod tests {
 
     proptest! {
         #[test]
-        fn record_keys_sort_like_positions(g in 0u64..4, a in any::<(u64, u32)>(), b in any::<(u64, u32)>()) {
-            let pa = Position { log_index: a.0, sub: a.1 };
-            let pb = Position { log_index: b.0, sub: b.1 };
-            prop_assert_eq!(record_key(g, pa).cmp(&record_key(g, pb)), pa.cmp(&pb));
-            prop_assert_eq!(decode_record_key(&record_key(g, pa), g).unwrap(), pa);
-            prop_assert!(decode_record_key(&record_key(g, pa), g + 1).is_err());
+        fn entry_keys_sort_like_log_indexes(g in 0u64..4, a in any::<u64>(), b in any::<u64>()) {
+            prop_assert_eq!(entry_key(g, a).cmp(&entry_key(g, b)), a.cmp(&b));
+            prop_assert_eq!(decode_entry_key(&entry_key(g, a), g).unwrap(), a);
+            prop_assert!(decode_entry_key(&entry_key(g, a), g + 1).is_err());
+        }
+
+        #[test]
+        fn v1_record_keys_round_trip(g in any::<u64>(), a in any::<(u64, u32)>()) {
+            let p = Position { log_index: a.0, sub: a.1 };
+            prop_assert_eq!(decode_v1_record_key(&v1_record_key(g, p)).unwrap(), (g, p));
         }
 
         #[test]

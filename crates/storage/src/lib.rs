@@ -8,8 +8,10 @@
 //!   callback runs only after the `fsync` that covers it (property 3: acknowledge only what is durable);
 //! * small per-group state values (`state`: vote, committed log id, last purged log id, applied state,
 //!   snapshot metadata, the metadata state machine blob);
-//! * shard records (`records`, key = group ‖ log index ‖ offset) and a time index (`time`, key =
-//!   group ‖ arrival ms ‖ log index) used for `AT_TIMESTAMP` and retention trimming.
+//! * shard records (`entries`, key = group ‖ log index: the records of one Raft entry as one entry
+//!   block, see [`record`]) and a time index (`time`, key = group ‖ arrival ms ‖ log index) used
+//!   for `AT_TIMESTAMP` and retention trimming. A store written before entry blocks (a `records`
+//!   column family, one key per record) is converted when it opens.
 //!
 //! Invariants kept here:
 //! * [`Store::apply_records`] writes the records, their time-index entry and the group's applied state
@@ -44,18 +46,21 @@ use rocksdb::{
 };
 use runnel_types::Position;
 
-use keys::{group_prefix, group_upper, log_key, record_key, state_key, time_key};
+use keys::{entry_key, group_prefix, group_upper, log_key, state_key, time_key};
 
 const CF_LOG: &str = "log";
 const CF_STATE: &str = "state";
-const CF_RECORDS: &str = "records";
+const CF_ENTRIES: &str = "entries";
 const CF_TIME: &str = "time";
 /// Every column family, in the order the store opens them.
-const ALL_CFS: [&str; 4] = [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME];
+const ALL_CFS: [&str; 4] = [CF_LOG, CF_STATE, CF_ENTRIES, CF_TIME];
+/// The column family of stores written before entry blocks: one key (group ‖ log index ‖
+/// offset) per record. Converted into `entries` and dropped when such a store opens.
+const CF_RECORDS_V1: &str = "records";
 
 /// Bytes a WriteBatch spends on one put besides the value: tag, column family id, key and
 /// their length varints (keys here are at most 32 bytes). Used to size batches up front.
-const RECORD_PUT_OVERHEAD: usize = 48;
+const PUT_OVERHEAD: usize = 48;
 
 /// Keys of the per-group `state` values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -218,13 +223,25 @@ impl Store {
             // all column families at once, and smaller, more frequent flushes keep those bursts
             // from holding up the log's fsyncs on the same disk.
             o.set_write_buffer_size(16 << 20);
-            if name == CF_RECORDS || name == CF_LOG {
+            if name == CF_ENTRIES || name == CF_LOG || name == CF_RECORDS_V1 {
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
             ColumnFamilyDescriptor::new(name, o)
         };
-        let cfs: Vec<_> = ALL_CFS.iter().map(|name| cf(name)).collect();
-        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
+        // A store from before entry blocks still has its per-record column family: it must be
+        // opened (RocksDB refuses to open a store without all of them) and is converted below.
+        let legacy = DB::list_cf(&db_opts, path)
+            .map(|names| names.iter().any(|n| n == CF_RECORDS_V1))
+            .unwrap_or(false);
+        let mut cfs: Vec<_> = ALL_CFS.iter().map(|name| cf(name)).collect();
+        if legacy {
+            cfs.push(cf(CF_RECORDS_V1));
+        }
+        let mut db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        if legacy {
+            convert_v1_records(&mut db)?;
+        }
+        let db = Arc::new(db);
         let writer = LogWriter::start(db.clone(), options.unsafe_skip_fsync)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -255,7 +272,7 @@ impl Store {
         let lo = keys::group_prefix(group);
         let hi = keys::group_upper(group);
         let mut total = 0u64;
-        for name in [CF_LOG, CF_RECORDS, CF_TIME] {
+        for name in [CF_LOG, CF_ENTRIES, CF_TIME] {
             if let Ok(cf) = self.cf(name) {
                 let range = rocksdb::Range::new(&lo, &hi);
                 total += self
@@ -307,11 +324,8 @@ impl Store {
     /// [`LogWriter::submit`] to make it durable.
     pub fn log_append_batch(&self, group: u64, entries: &[(u64, Vec<u8>)]) -> Result<WriteBatch> {
         let cf = self.cf(CF_LOG)?;
-        let size: usize = entries
-            .iter()
-            .map(|(_, b)| b.len() + RECORD_PUT_OVERHEAD)
-            .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(size + RECORD_PUT_OVERHEAD);
+        let size: usize = entries.iter().map(|(_, b)| b.len() + PUT_OVERHEAD).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(size + PUT_OVERHEAD);
         for (index, bytes) in entries {
             batch.put_cf(cf, log_key(group, *index), bytes);
         }
@@ -432,12 +446,9 @@ impl Store {
         records: &[RecordIn],
         applied: &[u8],
     ) -> Result<()> {
-        // Sized up front: growing the batch's buffer record by record copied it repeatedly.
-        let bytes: usize = records
-            .iter()
-            .map(|r| record::encoded_len(r) + RECORD_PUT_OVERHEAD)
-            .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes + 2 * RECORD_PUT_OVERHEAD);
+        // Sized up front: growing the batch's buffer copied it repeatedly.
+        let bytes = record::block_len(records.iter()) + 3 * PUT_OVERHEAD;
+        let mut batch = WriteBatch::with_capacity_bytes(bytes);
         self.add_records_to_batch(&mut batch, group, log_index, arrival_ms, records)?;
         batch.put_cf(
             self.cf(CF_STATE)?,
@@ -460,32 +471,33 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let rec_cf = self.cf(CF_RECORDS)?;
+        let entries_cf = self.cf(CF_ENTRIES)?;
         let time_cf = self.cf(CF_TIME)?;
-        let mut value = Vec::new();
+        let bug = log_index.is_multiple_of(BUG_DROP_EVERY);
+        let mut subs: Vec<(u32, &RecordIn)> = Vec::with_capacity(records.len());
         for (sub, rec) in records.iter().enumerate() {
             let sub = u32::try_from(sub)
                 .map_err(|_| Error::Invalid("too many records in one entry".into()))?;
-            if sub == 0
-                && self.inner.drop_applied_records
-                && log_index.is_multiple_of(BUG_DROP_EVERY)
-            {
+            if sub == 0 && self.inner.drop_applied_records && bug {
                 // The deliberate bug: this replica loses the entry's first record.
                 continue;
             }
-            let sub =
-                if self.inner.reuse_sequence_numbers && log_index.is_multiple_of(BUG_DROP_EVERY) {
-                    // The deliberate bug: record k lands at k - 1 (two records, one number).
-                    sub.saturating_sub(1)
-                } else {
-                    sub
-                };
-            record::encode_into(&mut value, rec, arrival_ms);
-            batch.put_cf(
-                rec_cf,
-                record_key(group, Position { log_index, sub }),
-                value.as_slice(),
-            );
+            if self.inner.reuse_sequence_numbers && bug {
+                // The deliberate bug: record k lands at k - 1 (two records, one number; the
+                // later one wins, as a second put of one key would).
+                let sub = sub.saturating_sub(1);
+                if subs.last().is_some_and(|(s, _)| *s == sub) {
+                    subs.pop();
+                }
+                subs.push((sub, rec));
+                continue;
+            }
+            subs.push((sub, rec));
+        }
+        if !subs.is_empty() {
+            let mut value = Vec::new();
+            record::encode_block(&mut value, arrival_ms, &subs);
+            batch.put_cf(entries_cf, entry_key(group, log_index), value);
         }
         batch.put_cf(time_cf, time_key(group, arrival_ms, log_index), []);
         Ok(())
@@ -542,27 +554,41 @@ impl Store {
         if from >= end || max_records == 0 {
             return Ok(Vec::new());
         }
-        let cf = self.cf(CF_RECORDS)?;
+        let cf = self.cf(CF_ENTRIES)?;
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(record_key(group, end).to_vec());
-        let start = record_key(group, from);
+        // `end` is exclusive; its own entry is read when records of it lie before it.
+        let last = if end.sub == 0 {
+            end.log_index
+        } else {
+            end.log_index.saturating_add(1)
+        };
+        ro.set_iterate_upper_bound(entry_key(group, last).to_vec());
+        let start = entry_key(group, from.log_index);
         let iter =
             self.db()
                 .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        for item in iter {
+        'entries: for item in iter {
             let (k, v) = item?;
-            let pos = keys::decode_record_key(&k, group)?;
-            let rec = record::decode(&v)?;
-            let size = rec.data.len() as u64 + rec.partition_key.len() as u64;
-            if !out.is_empty() && bytes + size > max_bytes {
-                break;
-            }
-            bytes += size;
-            out.push((pos, rec));
-            if out.len() >= max_records {
-                break;
+            let log_index = keys::decode_entry_key(&k, group)?;
+            for (sub, rec) in record::decode_block(bytes::Bytes::from(v.into_vec()))? {
+                let pos = Position { log_index, sub };
+                if pos < from {
+                    continue;
+                }
+                if pos >= end {
+                    break 'entries;
+                }
+                let size = rec.data.len() as u64 + rec.partition_key.len() as u64;
+                if !out.is_empty() && bytes + size > max_bytes {
+                    break 'entries;
+                }
+                bytes += size;
+                out.push((pos, rec));
+                if out.len() >= max_records {
+                    break 'entries;
+                }
             }
         }
         Ok(out)
@@ -624,10 +650,11 @@ impl Store {
         }
         .max(old);
         let mut batch = WriteBatch::default();
+        // The horizon is the start of an entry (offset 0), so whole entry blocks go.
         batch.delete_range_cf(
-            self.cf(CF_RECORDS)?,
-            &record_key(group, Position::START)[..],
-            &record_key(group, horizon)[..],
+            self.cf(CF_ENTRIES)?,
+            &entry_key(group, 0)[..],
+            &entry_key(group, horizon.log_index)[..],
         );
         batch.delete_range_cf(
             time_cf,
@@ -648,7 +675,7 @@ impl Store {
     pub fn clear_records(&self, group: u64) -> Result<WriteBatch> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
-            self.cf(CF_RECORDS)?,
+            self.cf(CF_ENTRIES)?,
             &group_prefix(group)[..],
             &group_upper(group)[..],
         );
@@ -676,7 +703,7 @@ impl Store {
     /// Removes everything stored for `group` (its replica was removed from this node).
     pub fn destroy_group(&self, group: u64) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for name in [CF_LOG, CF_STATE, CF_RECORDS, CF_TIME] {
+        for name in ALL_CFS {
             batch.delete_range_cf(
                 self.cf(name)?,
                 &group_prefix(group)[..],
@@ -685,6 +712,70 @@ impl Store {
         }
         self.write_sync(batch)
     }
+}
+
+/// Converts a store from before entry blocks: the records of each entry, one key each in the
+/// `records` column family, become one entry block in `entries` (same positions, same arrival
+/// time), then the old column family is dropped. Runs while the store opens, before any group
+/// starts. Re-running after a crash in the middle writes the same blocks again, so it is safe;
+/// the old column family goes only after the new blocks are durable.
+fn convert_v1_records(db: &mut DB) -> Result<()> {
+    let cf_err = |n: &str| Error::Corrupt(format!("missing column family {n}"));
+    let old = db
+        .cf_handle(CF_RECORDS_V1)
+        .ok_or_else(|| cf_err(CF_RECORDS_V1))?;
+    let new = db.cf_handle(CF_ENTRIES).ok_or_else(|| cf_err(CF_ENTRIES))?;
+    // The records of the entry being gathered: (group, log index, arrival, (offset, record)).
+    type Pending = (u64, u64, u64, Vec<(u32, RecordIn)>);
+    fn put(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, p: &Pending) {
+        let recs: Vec<(u32, &RecordIn)> = p.3.iter().map(|(s, r)| (*s, r)).collect();
+        let mut value = Vec::new();
+        record::encode_block(&mut value, p.2, &recs);
+        batch.put_cf(cf, entry_key(p.0, p.1), value);
+    }
+    let mut batch = WriteBatch::default();
+    let mut pending: Option<Pending> = None;
+    let (mut records, mut blocks) = (0u64, 0u64);
+    for item in db.iterator_cf(old, IteratorMode::Start) {
+        let (k, v) = item?;
+        let (group, pos) = keys::decode_v1_record_key(&k)?;
+        let rec = record::decode(&v)?;
+        let input = RecordIn {
+            partition_key: rec.partition_key,
+            data: rec.data,
+            encryption: rec.encryption,
+        };
+        records += 1;
+        match &mut pending {
+            Some(p) if p.0 == group && p.1 == pos.log_index => p.3.push((pos.sub, input)),
+            _ => {
+                if let Some(p) = pending.take() {
+                    put(&mut batch, new, &p);
+                    blocks += 1;
+                }
+                pending = Some((group, pos.log_index, rec.arrival_ms, vec![(pos.sub, input)]));
+            }
+        }
+        if batch.size_in_bytes() >= 16 << 20 {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    if let Some(p) = pending.take() {
+        put(&mut batch, new, &p);
+        blocks += 1;
+    }
+    db.write(batch)?;
+    let mut fo = rocksdb::FlushOptions::default();
+    fo.set_wait(true);
+    db.flush_cf_opt(new, &fo)?;
+    db.flush_wal(true)?;
+    db.drop_cf(CF_RECORDS_V1)?;
+    tracing::info!(
+        records,
+        blocks,
+        "converted the store's records to entry blocks"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -839,6 +930,123 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn reads_start_and_end_inside_an_entry() {
+        let (_d, s) = open();
+        let five: Vec<RecordIn> = (0..5).map(|i| rec("k", &i.to_string())).collect();
+        s.apply_records(2, 7, 70, &five, b"a7").unwrap();
+        s.apply_records(2, 8, 80, &five, b"a8").unwrap();
+        let at = |log_index, sub| Position { log_index, sub };
+        let got = |from, end, max| -> Vec<(u64, u32, String)> {
+            s.read_records(2, from, end, max, u64::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|(p, r)| {
+                    (
+                        p.log_index,
+                        p.sub,
+                        String::from_utf8(r.data.to_vec()).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let want = |v: &[(u64, u32)]| -> Vec<(u64, u32, String)> {
+            v.iter().map(|&(i, s)| (i, s, s.to_string())).collect()
+        };
+        assert_eq!(
+            got(at(7, 3), at(8, 2), 100),
+            want(&[(7, 3), (7, 4), (8, 0), (8, 1)])
+        );
+        assert_eq!(got(at(7, 4), at(9, 0), 2), want(&[(7, 4), (8, 0)]));
+        assert_eq!(got(at(8, 4), at(9, 0), 100), want(&[(8, 4)]));
+        assert!(got(at(8, 5), at(9, 0), 100).is_empty());
+        assert!(got(at(7, 1), at(7, 1), 100).is_empty());
+        assert_eq!(got(at(0, 0), at(7, 1), 100), want(&[(7, 0)]));
+    }
+
+    #[test]
+    fn a_store_with_one_key_per_record_is_converted_to_entry_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        // Write a store as versions before entry blocks did: a `records` column family with one
+        // version 1 value per record.
+        {
+            let mut o = Options::default();
+            o.create_if_missing(true);
+            o.create_missing_column_families(true);
+            let names = [CF_LOG, CF_STATE, CF_RECORDS_V1, CF_TIME];
+            let db = DB::open_cf(&o, dir.path(), names).unwrap();
+            let cf = db.cf_handle(CF_RECORDS_V1).unwrap();
+            for (group, index, n, arrival) in [
+                (4u64, 10u64, 3u32, 1000u64),
+                (4, 11, 1, 1001),
+                (5, 2, 2, 999),
+            ] {
+                for sub in 0..n {
+                    let r = rec(
+                        &format!("k{index}.{sub}"),
+                        &format!("{group}/{index}/{sub}"),
+                    );
+                    db.put_cf(
+                        cf,
+                        keys::v1_record_key(
+                            group,
+                            Position {
+                                log_index: index,
+                                sub,
+                            },
+                        ),
+                        record::encode(&r, arrival),
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let end = Position {
+            log_index: 100,
+            sub: 0,
+        };
+        let read = |g| -> Vec<(u64, u32, u64, String, String)> {
+            s.read_records(g, Position::START, end, 100, u64::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|(p, r)| {
+                    (
+                        p.log_index,
+                        p.sub,
+                        r.arrival_ms,
+                        r.partition_key,
+                        String::from_utf8(r.data.to_vec()).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let row = |i: u64, sub: u32, a: u64, g: u64| {
+            (i, sub, a, format!("k{i}.{sub}"), format!("{g}/{i}/{sub}"))
+        };
+        assert_eq!(
+            read(4),
+            vec![
+                row(10, 0, 1000, 4),
+                row(10, 1, 1000, 4),
+                row(10, 2, 1000, 4),
+                row(11, 0, 1001, 4)
+            ]
+        );
+        assert_eq!(read(5), vec![row(2, 0, 999, 5), row(2, 1, 999, 5)]);
+        drop(s);
+        // The old column family is gone, and the store opens again as it is.
+        let names = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(!names.iter().any(|n| n == CF_RECORDS_V1), "{names:?}");
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(
+            s.read_records(4, Position::START, end, 100, u64::MAX)
+                .unwrap()
+                .len(),
+            4
         );
     }
 
