@@ -11,6 +11,7 @@
 #          --low-rate R (records/s of the fixed low-rate run, default 1000; 0 skips it;
 #          --quick skips it unless given)
 #          --out DIR (results; default bench-results/<timestamp>)
+#          --random-data (incompressible record data instead of `x` bytes after a 16-byte header)
 #
 # Per record size and system: throughput at saturation (closed loop, P producers x W records in
 # flight each), then latency at half of that system's own saturation rate (open loop, consumers
@@ -30,6 +31,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 quick=0 runs=3 secs=15 warmup=3 producers=4 inflight=64 shards=4 sizes="1024 100" low="" out=""
+data_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -42,7 +44,8 @@ while [ $# -gt 0 ]; do
     --sizes) sizes="$2"; shift ;;
     --low-rate) low="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+    --random-data) data_args=(--random-data) ;;
+    -h|--help) sed -n 2,28p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -144,7 +147,7 @@ run_load() {
   before="$(cpu_secs "$pids")"; start="$(date +%s.%N)"
   "$BIN/runnel-load" --system "${system%%-*}" "${mode[@]}" --endpoints "$eps" --stream "b${n}x" \
     --create-shards "$shards" --producers "$producers" --duration "$secs" --warmup "$warmup" \
-    --delete-after --label "$name" --json "$out/$name.json" "$@" > "$out/$name.out" 2> "$out/$name.log" \
+    --delete-after --label "$name" --json "$out/$name.json" "${data_args[@]}" "$@" > "$out/$name.out" 2> "$out/$name.log" \
     || { echo "run $name failed: see $out/$name.log" >&2; tail -5 "$out/$name.log" >&2; return 0; }
   local cores
   cores="$(awk -v a="$before" -v b="$(cpu_secs "$pids")" -v s="$start" -v e="$(date +%s.%N)" \

@@ -97,6 +97,9 @@ struct Args {
     /// nothing is new, as a Kinesis consumer does).
     #[arg(long, default_value_t = 1000)]
     poll_wait_ms: u64,
+    /// Fill record data with random (incompressible) bytes instead of `x` bytes.
+    #[arg(long)]
+    random_data: bool,
     /// Delete the stream (NATS: the streams) after the run.
     #[arg(long)]
     delete_after: bool,
@@ -142,8 +145,24 @@ impl Stats {
     }
 }
 
+/// Random bytes record data is cut from with `--random-data` (large enough that two records in
+/// one compression block rarely share bytes).
+static RANDOM_FILL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+const RANDOM_FILL_BYTES: usize = 16 << 20;
+
+/// A record's data: send time, producer and sequence, then `x` bytes, or with `--random-data`
+/// incompressible bytes from a random place of [`RANDOM_FILL`].
 fn payload(size: usize, producer: u32, seq: u32) -> Vec<u8> {
-    let mut d = vec![b'x'; size.max(16)];
+    let size = size.max(16);
+    let mut d = match RANDOM_FILL.get() {
+        Some(fill) if size <= fill.len() => {
+            let spot =
+                ((u64::from(seq) << 32) | u64::from(producer)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let at = (spot % (fill.len() - size + 1) as u64) as usize;
+            fill[at..at + size].to_vec()
+        }
+        _ => vec![b'x'; size],
+    };
     d[..8].copy_from_slice(&now_ns().to_le_bytes());
     d[8..12].copy_from_slice(&producer.to_le_bytes());
     d[12..16].copy_from_slice(&seq.to_le_bytes());
@@ -487,6 +506,11 @@ fn percentiles(h: &Option<Histogram<u64>>) -> serde_json::Value {
 
 fn main() -> std::process::ExitCode {
     let args = Arc::new(Args::parse());
+    if args.random_data {
+        let mut fill = vec![0u8; RANDOM_FILL_BYTES];
+        rand::rng().fill(&mut fill[..]);
+        let _ = RANDOM_FILL.set(fill);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
