@@ -482,15 +482,12 @@ impl Store {
                 // The deliberate bug: this replica loses the entry's first record.
                 continue;
             }
-            if self.inner.reuse_sequence_numbers && bug {
-                // The deliberate bug: record k lands at k - 1 (two records, one number; the
-                // later one wins, as a second put of one key would).
-                let sub = sub.saturating_sub(1);
-                if subs.last().is_some_and(|(s, _)| *s == sub) {
-                    subs.pop();
-                }
-                subs.push((sub, rec));
-                continue;
+            let reuse = self.inner.reuse_sequence_numbers && bug;
+            // The deliberate bug: record k lands at k - 1 (two records, one number; the later
+            // one wins, as a second put of one key would).
+            let sub = if reuse { sub.saturating_sub(1) } else { sub };
+            if reuse && subs.last().is_some_and(|(s, _)| *s == sub) {
+                subs.pop();
             }
             subs.push((sub, rec));
         }
