@@ -77,6 +77,15 @@ pub struct WireRecord {
 }
 
 impl WireRecord {
+    /// A stored record as it travels in an entry.
+    pub fn from_record_in(r: runnel_storage::RecordIn) -> WireRecord {
+        WireRecord {
+            partition_key: r.partition_key,
+            data: r.data,
+            encryption: r.encryption,
+        }
+    }
+
     /// The storage form of this record.
     pub fn into_record_in(self) -> runnel_storage::RecordIn {
         runnel_storage::RecordIn {

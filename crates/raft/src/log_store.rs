@@ -11,6 +11,16 @@
 //! the log: truncation and purge remove the same indexes from it, and an append that does not
 //! continue the run restarts it.
 //!
+//! Applied record entries keep only a stub in the log ([`stub_row`]): the state machine writes
+//! it over the entry's row in the same batch as the entry block, so the records reach RocksDB's
+//! WAL once (with the append) and its flushed and compacted files once (as the block), instead
+//! of twice. Reading a stub rebuilds the entry from the block, with the block's arrival time
+//! (the stamp as applied: `max(previous, leader's stamp)`), which applies to the same result
+//! on any replica. Invariant: a stub is written only for an applied entry, and an applied
+//! entry is never truncated; a purge removes stubs like any row. The stub replaces the row
+//! without the WAL: after a crash the WAL brings the full row back together with the applied
+//! index from before the apply (atomic flush), so the row and the block never both go missing.
+//!
 //! The committed log id is an optimisation for restarts (openraft re-applies up to it without a
 //! leader), so it is persisted only every [`COMMITTED_PERSIST_EVERY`] entries and without fsync;
 //! a stale value is a lower bound, which is all openraft needs.
@@ -25,7 +35,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOEr
 use runnel_storage::{StateKey, Store};
 
 use crate::codec::{decode, encode};
-use crate::{Entry, LogId, ReplicaId, StorageError, TypeConfig, Vote};
+use crate::{Entry, LogId, ReplicaId, StorageError, TypeConfig, Vote, WireRecord};
 
 /// Most bytes (encoded) of entries one group keeps in its cache.
 const CACHE_MAX_BYTES: usize = 512 << 10;
@@ -33,6 +43,48 @@ const CACHE_MAX_BYTES: usize = 512 << 10;
 const CACHE_MAX_ENTRIES: usize = 256;
 /// The committed log id is written when it moved this many entries since the last write.
 pub const COMMITTED_PERSIST_EVERY: u64 = 64;
+
+/// Leading bytes of a stub row. No postcard-encoded entry starts with them: the fourth byte
+/// would be the payload's variant, and `S` (83) is none.
+const STUB_MAGIC: &[u8; 8] = b"RNLSTUB1";
+
+/// The stub that replaces the log row of an applied record entry.
+pub(crate) fn stub_row(log_id: &LogId) -> Result<Vec<u8>, crate::error::Error> {
+    let mut row = STUB_MAGIC.to_vec();
+    row.extend_from_slice(&encode(log_id)?);
+    Ok(row)
+}
+
+/// A log row as an entry: a stub is rebuilt from the group's entry block (no block: the entry
+/// had no records, or retention removed them; it is then rebuilt without records).
+fn decode_row(store: &Store, group: u64, row: &[u8]) -> Result<Entry, StorageError> {
+    let Some(stub) = row.strip_prefix(STUB_MAGIC.as_slice()) else {
+        return decode::<Entry>(row).map_err(read_err);
+    };
+    let log_id = decode::<LogId>(stub).map_err(read_err)?;
+    let (arrival_ms, records) = store
+        .entry_block(group, log_id.index)
+        .map_err(read_err)?
+        .unwrap_or_default();
+    Ok(Entry {
+        log_id,
+        payload: openraft::EntryPayload::Normal(crate::Command::Records {
+            arrival_ms,
+            records: records
+                .into_iter()
+                .map(WireRecord::from_record_in)
+                .collect(),
+        }),
+    })
+}
+
+/// The log id of a row, without reading a stub's block.
+fn row_log_id(row: &[u8]) -> Result<LogId, StorageError> {
+    match row.strip_prefix(STUB_MAGIC.as_slice()) {
+        Some(stub) => decode::<LogId>(stub).map_err(read_err),
+        None => Ok(decode::<Entry>(row).map_err(read_err)?.log_id),
+    }
+}
 
 /// The most recent entries of one group's log, contiguous, bounded by
 /// [`CACHE_MAX_BYTES`] and [`CACHE_MAX_ENTRIES`].
@@ -212,7 +264,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .log_range(self.group, start, end)
             .map_err(read_err)?;
         rows.into_iter()
-            .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(read_err))
+            .map(|(_, bytes)| decode_row(&self.store, self.group, &bytes))
             .collect()
     }
 }
@@ -223,7 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged()?;
         let last = match self.store.log_last(self.group).map_err(read_err)? {
-            Some((_, bytes)) => Some(decode::<Entry>(&bytes).map_err(read_err)?.log_id),
+            Some((_, bytes)) => Some(row_log_id(&bytes)?),
             None => None,
         };
         Ok(LogState {
@@ -374,6 +426,110 @@ mod tests {
 
     fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
         v.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    fn records_entry(index: u64, arrival_ms: u64, keys: &[&str]) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Normal(crate::Command::Records {
+                arrival_ms,
+                records: keys
+                    .iter()
+                    .map(|k| WireRecord {
+                        partition_key: (*k).into(),
+                        data: bytes::Bytes::from(format!("data of {k}")),
+                        encryption: bytes::Bytes::new(),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn applied_record_entries_leave_a_stub_and_read_back_whole() {
+        use openraft::storage::RaftStateMachine;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), runnel_storage::StoreOptions::default()).unwrap();
+        let group = 9;
+        let entries = vec![
+            records_entry(1, 100, &["a", "b"]),
+            // A stamp behind the previous one: applied (and rebuilt) as 100.
+            records_entry(2, 50, &["c"]),
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(2, 1), 3),
+                payload: EntryPayload::Blank,
+            },
+            records_entry(4, 300, &["d", "e", "f"]),
+        ];
+        let rows: Vec<(u64, Vec<u8>)> = entries
+            .iter()
+            .map(|e| (e.log_id.index, encode(e).unwrap()))
+            .collect();
+        store
+            .write_sync(store.log_append_batch(group, &rows).unwrap())
+            .unwrap();
+        let (mut sm, _frontier) = crate::state_machine::StateMachine::open(
+            group,
+            crate::state_machine::SmKind::Shard,
+            store.clone(),
+        )
+        .unwrap();
+        sm.apply(entries.clone()).await.unwrap();
+
+        // Record entries are stubs now; the blank entry keeps its row.
+        let stored = store.log_range(group, 1, 5).unwrap();
+        let stubs: Vec<bool> = stored
+            .iter()
+            .map(|(_, r)| r.starts_with(STUB_MAGIC))
+            .collect();
+        assert_eq!(stubs, vec![true, true, false, true]);
+        assert!(
+            stored.iter().all(|(_, r)| r.len() < 40),
+            "a stub holds no records"
+        );
+
+        // A fresh reader (no cache) rebuilds every entry from its block.
+        let mut log = LogStore::new(group, store.clone());
+        let got = log.try_get_log_entries(1..5).await.unwrap();
+        let mut want = entries.clone();
+        want[1] = records_entry(2, 100, &["c"]);
+        assert_eq!(got, want);
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+
+        // Applying the rebuilt entries on another replica gives the same records and arrivals.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Store::open(other_dir.path(), runnel_storage::StoreOptions::default()).unwrap();
+        let (mut sm2, _f2) = crate::state_machine::StateMachine::open(
+            group,
+            crate::state_machine::SmKind::Shard,
+            other.clone(),
+        )
+        .unwrap();
+        sm2.apply(got).await.unwrap();
+        let end = runnel_types::Position {
+            log_index: 5,
+            sub: 0,
+        };
+        assert_eq!(
+            store
+                .read_records(group, runnel_types::Position::START, end, 100, u64::MAX)
+                .unwrap(),
+            other
+                .read_records(group, runnel_types::Position::START, end, 100, u64::MAX)
+                .unwrap(),
+        );
+    }
+
+    #[test]
+    fn no_encoded_entry_reads_as_a_stub() {
+        for e in [entry(1), records_entry(u32::MAX as u64, 7, &["k"])] {
+            assert!(!encode(&e).unwrap().starts_with(STUB_MAGIC));
+        }
+        // The stub's magic is not an entry: the payload variant byte is out of range.
+        assert!(decode::<Entry>(b"RNLSTUB1\x00\x00").is_err());
+        let id = LogId::new(CommittedLeaderId::new(1 << 40, 3), 1 << 50);
+        assert_eq!(row_log_id(&stub_row(&id).unwrap()).unwrap(), id);
     }
 
     #[test]

@@ -244,6 +244,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.store
                             .add_records_to_batch(&mut batch, self.group, index, arrival, &recs)
                             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                        // The block now holds the records: the log keeps a stub (log_store.rs).
+                        let stub = crate::log_store::stub_row(&entry.log_id)
+                            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                        self.store
+                            .add_log_row_to_batch(&mut batch, self.group, index, &stub)
+                            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                         if !recs.is_empty() {
                             self.applied.last_arrival_ms = arrival;
                         }

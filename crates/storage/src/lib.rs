@@ -510,6 +510,43 @@ impl Store {
         self.write_applied(batch)
     }
 
+    /// Puts `value` as the log row of `(group, index)` into `batch`. The Raft crate uses it to
+    /// replace an applied entry's row by a stub in the apply batch, so that flushes and
+    /// compactions of the log carry the records no more (the entry block holds them).
+    pub fn add_log_row_to_batch(
+        &self,
+        batch: &mut WriteBatch,
+        group: u64,
+        index: u64,
+        value: &[u8],
+    ) -> Result<()> {
+        batch.put_cf(self.cf(CF_LOG)?, log_key(group, index), value);
+        Ok(())
+    }
+
+    /// The records of the entry block at `(group, log_index)` in offset order, with the block's
+    /// arrival time; `None` when there is no block (an entry without records, or one that
+    /// retention removed).
+    pub fn entry_block(&self, group: u64, log_index: u64) -> Result<Option<(u64, Vec<RecordIn>)>> {
+        let Some(v) = self
+            .db()
+            .get_cf(self.cf(CF_ENTRIES)?, entry_key(group, log_index))?
+        else {
+            return Ok(None);
+        };
+        let records = record::decode_block(bytes::Bytes::from(v))?;
+        let arrival_ms = records.first().map_or(0, |(_, r)| r.arrival_ms);
+        let records = records
+            .into_iter()
+            .map(|(_, r)| RecordIn {
+                partition_key: r.partition_key,
+                data: r.data,
+                encryption: r.encryption,
+            })
+            .collect();
+        Ok(Some((arrival_ms, records)))
+    }
+
     /// Adds the records of one entry to `batch` (used by [`Store::apply_records`] and snapshot
     /// installation).
     pub fn add_records_to_batch(
