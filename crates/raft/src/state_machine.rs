@@ -2,9 +2,10 @@
 //!
 //! * Shard groups store each committed entry's records at positions `(log index, 0..)` with one
 //!   arrival time per entry, `max(previous arrival, leader's stamp)`, so arrival times never go
-//!   back even across leader changes. Records, the time index and the applied state go into one
-//!   atomic write batch, written without RocksDB's WAL: a crash loses a suffix of applies as a
-//!   whole (atomic flush) and openraft applies those entries again from the durable log. A
+//!   back even across leader changes. Records, the time index, the entry's log stub (see
+//!   `log_store`: the log row then no longer carries the records) and the applied state go into
+//!   one atomic write batch, written without RocksDB's WAL: a crash loses a suffix of applies as
+//!   a whole (atomic flush) and openraft applies those entries again from the durable log. A
 //!   snapshot flushes the applied data before it is recorded, because openraft may purge the
 //!   log up to a snapshot.
 //! * The metadata group hands commands to a [`MetaApplier`] and persists the applier's whole state
