@@ -150,7 +150,6 @@ pub struct EngineStats {
     pub disk_total_bytes: u64,
 }
 
-/// (available, total) bytes of the file system holding `path`; zeros when unknown.
 /// RocksDB option string: SST files split where the first 8 key bytes (the group id) change.
 const SST_PARTITIONER_BY_GROUP: &str =
     "sst_partitioner_factory={id=SstPartitionerFixedPrefixFactory;length=8}";
@@ -173,6 +172,7 @@ fn direct_io_supported(dir: &Path) -> bool {
     ok
 }
 
+/// (available, total) bytes of the file system holding `path`; zeros when unknown.
 fn disk_space(path: &Path) -> (u64, u64) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
@@ -536,14 +536,7 @@ impl Store {
         };
         let records = record::decode_block(bytes::Bytes::from(v))?;
         let arrival_ms = records.first().map_or(0, |(_, r)| r.arrival_ms);
-        let records = records
-            .into_iter()
-            .map(|(_, r)| RecordIn {
-                partition_key: r.partition_key,
-                data: r.data,
-                encryption: r.encryption,
-            })
-            .collect();
+        let records = records.into_iter().map(|(_, r)| r.into()).collect();
         Ok(Some((arrival_ms, records)))
     }
 
@@ -826,11 +819,8 @@ fn convert_v1_records(db: &mut DB) -> Result<()> {
         let (k, v) = item?;
         let (group, pos) = keys::decode_v1_record_key(&k)?;
         let rec = record::decode(&v)?;
-        let input = RecordIn {
-            partition_key: rec.partition_key,
-            data: rec.data,
-            encryption: rec.encryption,
-        };
+        let arrival_ms = rec.arrival_ms;
+        let input = RecordIn::from(rec);
         records += 1;
         match &mut pending {
             Some(p) if p.0 == group && p.1 == pos.log_index => p.3.push((pos.sub, input)),
@@ -839,7 +829,7 @@ fn convert_v1_records(db: &mut DB) -> Result<()> {
                     put(&mut batch, new, &p);
                     blocks += 1;
                 }
-                pending = Some((group, pos.log_index, rec.arrival_ms, vec![(pos.sub, input)]));
+                pending = Some((group, pos.log_index, arrival_ms, vec![(pos.sub, input)]));
             }
         }
         if batch.size_in_bytes() >= 16 << 20 {

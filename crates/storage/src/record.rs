@@ -41,6 +41,17 @@ pub struct StoredRecord {
     pub encryption: Bytes,
 }
 
+impl From<StoredRecord> for RecordIn {
+    /// The record as written, without its arrival time (rebuilding entries, converting stores).
+    fn from(r: StoredRecord) -> RecordIn {
+        RecordIn {
+            partition_key: r.partition_key,
+            data: r.data,
+            encryption: r.encryption,
+        }
+    }
+}
+
 /// Encodes `rec` in the version 1 form (one record per value), as stores written before entry
 /// blocks hold it (tests of the conversion).
 #[cfg(test)]
