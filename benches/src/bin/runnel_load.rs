@@ -8,7 +8,10 @@
 //! queueing: no coordinated omission). Optional consumers follow every shard with GetRecords
 //! and measure end-to-end propagation: from the moment the record was handed to the client to
 //! the moment a consumer received it (the send time travels in the record's first 8 bytes; all
-//! processes share the machine's clock).
+//! processes share the machine's clock). The gap between the two start points, how late the
+//! generator itself began each send (tokio's timers tick in milliseconds, and the generator
+//! shares the CPUs with the system under test), is reported as `send_lag`: it is in the ack
+//! latency and not in propagation.
 //!
 //! Runnel consumers tail each shard on its leader (`TailShard`, a Runnel extension: records are
 //! pushed as they commit, as a NATS consumer's are), or with `--poll-consumers` long-poll
@@ -133,6 +136,9 @@ struct Stats {
     delivered: AtomicU64,
     ack: Mutex<Option<Histogram<u64>>>,
     propagation: Mutex<Option<Histogram<u64>>>,
+    /// Open loop: how late the generator itself started each send (scheduled time → record
+    /// built). Part of the ack latency (measured from the scheduled time), not of propagation.
+    send_lag: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Stats {
@@ -227,6 +233,9 @@ async fn send(
     seq: u32,
     started: Instant,
 ) {
+    if stats.measuring.load(Ordering::Relaxed) {
+        Stats::record(&stats.send_lag, started.elapsed().as_micros() as u64);
+    }
     // Keys are drawn before any await (the thread-local generator is not Send).
     let keys: Vec<String> = {
         let mut rng = rand::rng();
@@ -620,6 +629,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     *stats.ack.lock().map_err(|_| "lock")? = Some(histogram()?);
     *stats.propagation.lock().map_err(|_| "lock")? = Some(histogram()?);
+    *stats.send_lag.lock().map_err(|_| "lock")? = Some(histogram()?);
     stats.measuring.store(true, Ordering::Relaxed);
     let measured_from = Instant::now();
     let mut last = 0u64;
@@ -652,6 +662,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     let acked = stats.acked.load(Ordering::Relaxed);
     let ack = stats.ack.lock().map_err(|_| "lock")?.clone();
     let propagation = stats.propagation.lock().map_err(|_| "lock")?.clone();
+    let send_lag = stats.send_lag.lock().map_err(|_| "lock")?.clone();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
@@ -699,6 +710,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         "delivered": stats.delivered.load(Ordering::Relaxed),
         "ack_latency": percentiles(&ack),
         "propagation": percentiles(&propagation),
+        "send_lag": percentiles(&send_lag),
     });
     let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
     if let Some(path) = &args.json {
