@@ -139,6 +139,8 @@ struct Stats {
     /// Open loop: how late the generator itself started each send (scheduled time → record
     /// built). Part of the ack latency (measured from the scheduled time), not of propagation.
     send_lag: Mutex<Option<Histogram<u64>>>,
+    /// Ack latencies of the current second only (the progress line's last column).
+    ack_second: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Stats {
@@ -313,7 +315,9 @@ async fn send(
                 .bytes
                 .fetch_add(ok * args.record_size as u64, Ordering::Relaxed);
             stats.throttled.fetch_add(failed, Ordering::Relaxed);
-            Stats::record(&stats.ack, started.elapsed().as_micros() as u64);
+            let micros = started.elapsed().as_micros() as u64;
+            Stats::record(&stats.ack, micros);
+            Stats::record(&stats.ack_second, micros);
         }
         Err(true) => {
             stats.throttled.fetch_add(n, Ordering::Relaxed);
@@ -630,6 +634,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     *stats.ack.lock().map_err(|_| "lock")? = Some(histogram()?);
     *stats.propagation.lock().map_err(|_| "lock")? = Some(histogram()?);
     *stats.send_lag.lock().map_err(|_| "lock")? = Some(histogram()?);
+    *stats.ack_second.lock().map_err(|_| "lock")? = Some(histogram()?);
     stats.measuring.store(true, Ordering::Relaxed);
     let measured_from = Instant::now();
     let mut last = 0u64;
@@ -645,12 +650,26 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
                     .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
             })
             .unwrap_or((0, 0));
+        // This second's p99, then a fresh histogram for the next one.
+        let p99_second = stats
+            .ack_second
+            .lock()
+            .ok()
+            .and_then(|mut g| {
+                g.as_mut().map(|h| {
+                    let v = h.value_at_quantile(0.99);
+                    h.reset();
+                    v
+                })
+            })
+            .unwrap_or(0);
         eprintln!(
-            "t={sec:>3}s  {:>8} rec/s  {:>7.1} MB/s  ack p50 {:>7.2} ms  p99 {:>7.2} ms  throttled {}  errors {}  late {}",
+            "t={sec:>3}s  {:>8} rec/s  {:>7.1} MB/s  ack p50 {:>7.2} ms  p99 {:>7.2} ms (this second {:>7.2})  throttled {}  errors {}  late {}",
             acked - last,
             (acked - last) as f64 * args.record_size as f64 / 1e6,
             p50 as f64 / 1000.0,
             p99 as f64 / 1000.0,
+            p99_second as f64 / 1000.0,
             stats.throttled.load(Ordering::Relaxed),
             stats.errors.load(Ordering::Relaxed),
             stats.late.load(Ordering::Relaxed),
