@@ -8,10 +8,10 @@
 //! queueing: no coordinated omission). Optional consumers follow every shard with GetRecords
 //! and measure end-to-end propagation: from the moment the record was handed to the client to
 //! the moment a consumer received it (the send time travels in the record's first 8 bytes; all
-//! processes share the machine's clock). The gap between the two start points, how late the
-//! generator itself began each send (tokio's timers tick in milliseconds, and the generator
-//! shares the CPUs with the system under test), is reported as `send_lag`: it is in the ack
-//! latency and not in propagation.
+//! processes share the machine's clock). The gap between the two start points, how late each
+//! send began (tokio's timers tick in milliseconds, the generator shares the CPUs with the
+//! system under test, and a send waits while all of its producer's slots are taken), is
+//! reported as `send_lag`: it is in the ack latency and not in propagation.
 //!
 //! Runnel consumers tail each shard on its leader (`TailShard`, a Runnel extension: records are
 //! pushed as they commit, as a NATS consumer's are), or with `--poll-consumers` long-poll
@@ -137,8 +137,9 @@ struct Stats {
     delivered: AtomicU64,
     ack: Mutex<Option<Histogram<u64>>>,
     propagation: Mutex<Option<Histogram<u64>>>,
-    /// Open loop: how late the generator itself started each send (scheduled time → record
-    /// built). Part of the ack latency (measured from the scheduled time), not of propagation.
+    /// Open loop: how late each send started (scheduled time → record built; timer ticks,
+    /// CPU contention, waiting for a slot). Part of the ack latency (measured from the
+    /// scheduled time), not of propagation.
     send_lag: Mutex<Option<Histogram<u64>>>,
     /// Ack latencies of the current second only (the progress line's last column).
     ack_second: Mutex<Option<Histogram<u64>>>,
