@@ -44,8 +44,9 @@ const CACHE_MAX_ENTRIES: usize = 256;
 /// The committed log id is written when it moved this many entries since the last write.
 pub const COMMITTED_PERSIST_EVERY: u64 = 64;
 
-/// Leading bytes of a stub row. No postcard-encoded entry starts with them: the fourth byte
-/// would be the payload's variant, and `S` (83) is none.
+/// Leading bytes of a stub row. No postcard-encoded entry starts with them: the first three
+/// are below 0x80, so as an entry they would be one-byte varints (term, node, index), making
+/// the fourth byte the payload's variant, and `S` (83) is none.
 const STUB_MAGIC: &[u8; 8] = b"RNLSTUB1";
 
 /// The stub that replaces the log row of an applied record entry.

@@ -267,9 +267,10 @@ impl Store {
             }
             if append_only {
                 // Every flushed file spans all groups' key ranges, so each level-0 compaction
-                // rewrites the level-1 files of the groups in between: wait for 8 files instead
-                // of 4 and keep level 1 small (64 MiB instead of 256), so less is rewritten and
-                // the rest moves down whole.
+                // rewrites the files of the groups in between on the level it compacts into:
+                // wait for 8 files instead of 4 and keep that base level small (64 MiB instead
+                // of 256; with RocksDB's dynamic level sizes it is level 5 or 6 here), so less
+                // is rewritten and the rest moves down whole.
                 o.set_level_zero_file_num_compaction_trigger(8);
                 o.set_level_zero_slowdown_writes_trigger(24);
                 o.set_level_zero_stop_writes_trigger(32);
