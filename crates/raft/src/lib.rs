@@ -85,14 +85,18 @@ impl WireRecord {
             encryption: r.encryption,
         }
     }
+}
 
-    /// The storage form of this record.
-    pub fn into_record_in(self) -> runnel_storage::RecordIn {
-        runnel_storage::RecordIn {
-            partition_key: self.partition_key,
-            data: self.data,
-            encryption: self.encryption,
-        }
+/// Apply stores an entry's records straight from the entry (no copy into `RecordIn`s).
+impl runnel_storage::RecordView for WireRecord {
+    fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn encryption(&self) -> &[u8] {
+        &self.encryption
     }
 }
 
@@ -103,8 +107,10 @@ pub enum Command {
     Records {
         /// Leader time at proposal (ms). Apply clamps it so arrival times never go back.
         arrival_ms: u64,
-        /// The records, in the order they get positions `(log index, 0..)`.
-        records: Vec<WireRecord>,
+        /// The records, in the order they get positions `(log index, 0..)`. Shared, so cloning
+        /// an entry (the log cache hands out clones to replication and apply) copies no record;
+        /// encoded exactly as a `Vec`.
+        records: std::sync::Arc<Vec<WireRecord>>,
     },
     /// A metadata command, opaque to this crate.
     Meta(#[serde(with = "serde_bytes")] Vec<u8>),

@@ -71,10 +71,12 @@ fn decode_row(store: &Store, group: u64, row: &[u8]) -> Result<Entry, StorageErr
         log_id,
         payload: openraft::EntryPayload::Normal(crate::Command::Records {
             arrival_ms,
-            records: records
-                .into_iter()
-                .map(WireRecord::from_record_in)
-                .collect(),
+            records: Arc::new(
+                records
+                    .into_iter()
+                    .map(WireRecord::from_record_in)
+                    .collect(),
+            ),
         }),
     })
 }
@@ -434,14 +436,15 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
             payload: EntryPayload::Normal(crate::Command::Records {
                 arrival_ms,
-                records: keys
-                    .iter()
-                    .map(|k| WireRecord {
-                        partition_key: (*k).into(),
-                        data: bytes::Bytes::from(format!("data of {k}")),
-                        encryption: bytes::Bytes::new(),
-                    })
-                    .collect(),
+                records: Arc::new(
+                    keys.iter()
+                        .map(|k| WireRecord {
+                            partition_key: (*k).into(),
+                            data: bytes::Bytes::from(format!("data of {k}")),
+                            encryption: bytes::Bytes::new(),
+                        })
+                        .collect(),
+                ),
             }),
         }
     }

@@ -21,7 +21,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
 };
-use runnel_storage::{RecordIn, StateKey, Store, WriteBatch};
+use runnel_storage::{StateKey, Store, WriteBatch};
 use runnel_types::Position;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -238,12 +238,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     SmKind::Shard => {
                         let arrival = arrival_ms.max(self.applied.last_arrival_ms);
                         let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-                        let recs: Vec<RecordIn> = records
-                            .into_iter()
-                            .map(WireRecord::into_record_in)
-                            .collect();
+                        let recs = records.as_slice();
                         self.store
-                            .add_records_to_batch(&mut batch, self.group, index, arrival, &recs)
+                            .add_records_to_batch(&mut batch, self.group, index, arrival, recs)
                             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                         // The block now holds the records: the log keeps a stub (log_store.rs).
                         let stub = crate::log_store::stub_row(&entry.log_id)
@@ -342,18 +339,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .clear_records(self.group)
                     .map_err(|e| snap_err(ErrorVerb::Write, e))?;
                 for e in snap.entries {
-                    let recs: Vec<RecordIn> = e
-                        .records
-                        .into_iter()
-                        .map(WireRecord::into_record_in)
-                        .collect();
                     self.store
                         .add_records_to_batch(
                             &mut batch,
                             self.group,
                             e.log_index,
                             e.arrival_ms,
-                            &recs,
+                            &e.records,
                         )
                         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
                 }

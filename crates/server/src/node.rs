@@ -1353,7 +1353,7 @@ async fn batch_loop(
         metrics::PROPOSALS_PENDING.inc();
         let cmd = Command::Records {
             arrival_ms: clock.now_ms(),
-            records,
+            records: Arc::new(records),
         };
         let rx_resp = match raft.client_write_ff(cmd).await {
             Ok(rx) => rx,

@@ -34,7 +34,7 @@ mod record;
 mod writer;
 
 pub use error::{Error, Result};
-pub use record::{RecordIn, StoredRecord};
+pub use record::{RecordIn, RecordView, StoredRecord};
 pub use rocksdb::WriteBatch;
 pub use writer::LogWriter;
 
@@ -491,12 +491,12 @@ impl Store {
     /// Applies records of one Raft entry to a shard group: the records (at positions
     /// `(log_index, 0..)`), the time index entry and the applied state, in one atomic batch.
     /// An entry with no records still updates the applied state.
-    pub fn apply_records(
+    pub fn apply_records<R: RecordView>(
         &self,
         group: u64,
         log_index: u64,
         arrival_ms: u64,
-        records: &[RecordIn],
+        records: &[R],
         applied: &[u8],
     ) -> Result<()> {
         // Sized up front: growing the batch's buffer copied it repeatedly.
@@ -543,13 +543,13 @@ impl Store {
 
     /// Adds the records of one entry to `batch` (used by [`Store::apply_records`] and snapshot
     /// installation).
-    pub fn add_records_to_batch(
+    pub fn add_records_to_batch<R: RecordView>(
         &self,
         batch: &mut WriteBatch,
         group: u64,
         log_index: u64,
         arrival_ms: u64,
-        records: &[RecordIn],
+        records: &[R],
     ) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -557,7 +557,7 @@ impl Store {
         let entries_cf = self.cf(CF_ENTRIES)?;
         let time_cf = self.cf(CF_TIME)?;
         let bug = log_index.is_multiple_of(BUG_DROP_EVERY);
-        let mut subs: Vec<(u32, &RecordIn)> = Vec::with_capacity(records.len());
+        let mut subs: Vec<(u32, &R)> = Vec::with_capacity(records.len());
         for (sub, rec) in records.iter().enumerate() {
             let sub = u32::try_from(sub)
                 .map_err(|_| Error::Invalid("too many records in one entry".into()))?;
@@ -1016,7 +1016,8 @@ mod tests {
         let (_d, s) = open();
         s.apply_records(5, 3, 1000, &[rec("a", "1"), rec("b", "2")], b"applied3")
             .unwrap();
-        s.apply_records(5, 4, 1001, &[], b"applied4").unwrap();
+        s.apply_records(5, 4, 1001, &[] as &[RecordIn], b"applied4")
+            .unwrap();
         s.apply_records(5, 6, 1002, &[rec("c", "3")], b"applied6")
             .unwrap();
         s.apply_records(6, 1, 1000, &[rec("other", "x")], b"g6")

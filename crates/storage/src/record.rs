@@ -41,6 +41,30 @@ pub struct StoredRecord {
     pub encryption: Bytes,
 }
 
+/// A borrowed view of a record to store: the fields an entry block holds. Callers that keep
+/// records in another form (a Raft entry's records) store them through it without first
+/// copying each into a [`RecordIn`].
+pub trait RecordView {
+    /// Partition key.
+    fn partition_key(&self) -> &str;
+    /// Data blob.
+    fn data(&self) -> &[u8];
+    /// Encryption header; empty when the data is plaintext.
+    fn encryption(&self) -> &[u8];
+}
+
+impl RecordView for RecordIn {
+    fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn encryption(&self) -> &[u8] {
+        &self.encryption
+    }
+}
+
 impl From<StoredRecord> for RecordIn {
     /// The record as written, without its arrival time (rebuilding entries, converting stores).
     fn from(r: StoredRecord) -> RecordIn {
@@ -111,10 +135,12 @@ const BLOCK_HEADER: usize = 1 + 8 + 4;
 const BLOCK_RECORD_FIXED: usize = 4 + 2 + 2 + 4;
 
 /// Stored size of `records` as one entry block.
-pub(crate) fn block_len<'a>(records: impl Iterator<Item = &'a RecordIn>) -> usize {
+pub(crate) fn block_len<'a, R: RecordView + 'a>(records: impl Iterator<Item = &'a R>) -> usize {
     BLOCK_HEADER
         + records
-            .map(|r| BLOCK_RECORD_FIXED + r.encryption.len() + r.partition_key.len() + r.data.len())
+            .map(|r| {
+                BLOCK_RECORD_FIXED + r.encryption().len() + r.partition_key().len() + r.data().len()
+            })
             .sum::<usize>()
 }
 
@@ -122,17 +148,19 @@ pub(crate) fn block_len<'a>(records: impl Iterator<Item = &'a RecordIn>) -> usiz
 /// block into `v`, replacing its contents. Field lengths were validated upstream (partition
 /// keys are at most 256 characters, encryption headers are small, data is at most a few MiB);
 /// a length that does not fit its field is cut, never wrapped.
-pub(crate) fn encode_block(v: &mut Vec<u8>, arrival_ms: u64, records: &[(u32, &RecordIn)]) {
+pub(crate) fn encode_block<R: RecordView>(v: &mut Vec<u8>, arrival_ms: u64, records: &[(u32, &R)]) {
     v.clear();
     v.reserve(block_len(records.iter().map(|(_, r)| *r)));
     v.push(BLOCK_VERSION);
     v.extend_from_slice(&arrival_ms.to_be_bytes());
     v.extend_from_slice(&(records.len().min(u32::MAX as usize) as u32).to_be_bytes());
     for (sub, rec) in records {
-        let enc = &rec.encryption[..rec.encryption.len().min(u16::MAX as usize)];
-        let pk = rec.partition_key.as_bytes();
+        let enc = rec.encryption();
+        let enc = &enc[..enc.len().min(u16::MAX as usize)];
+        let pk = rec.partition_key().as_bytes();
         let pk = &pk[..pk.len().min(u16::MAX as usize)];
-        let data = &rec.data[..rec.data.len().min(u32::MAX as usize)];
+        let data = rec.data();
+        let data = &data[..data.len().min(u32::MAX as usize)];
         v.extend_from_slice(&sub.to_be_bytes());
         v.extend_from_slice(&(enc.len() as u16).to_be_bytes());
         v.extend_from_slice(enc);
