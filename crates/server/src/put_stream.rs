@@ -18,7 +18,7 @@
 //! message. When the client goes away, records already handed to a shard still commit (their
 //! outcome is then unknown to it, as with a PutRecord whose connection dropped).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
@@ -32,6 +32,12 @@ use tonic::{Status, Streaming};
 use crate::api::Api;
 use crate::meta::StreamMeta;
 use crate::metrics;
+
+/// Latency and success count of a record put on a stream: resolved once, not per record.
+static STREAM_PUT_LATENCY: LazyLock<prometheus::Histogram> =
+    LazyLock::new(|| metrics::LATENCY.with_label_values(&["PutRecord", "grpc-stream"]));
+static STREAM_PUT_OK: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| metrics::REQUESTS.with_label_values(&["PutRecord", "grpc-stream", "ok"]));
 
 /// Most records of one stream in flight at once.
 pub const MAX_OUTSTANDING: usize = 4096;
@@ -113,14 +119,10 @@ async fn put_one(
         }
         Err(e) => Err(e.clone()),
     };
-    metrics::LATENCY
-        .with_label_values(&["PutRecord", "grpc-stream"])
-        .observe(started.elapsed().as_secs_f64());
+    STREAM_PUT_LATENCY.observe(started.elapsed().as_secs_f64());
     match result {
         Ok((shard_id, sequence_number)) => {
-            metrics::REQUESTS
-                .with_label_values(&["PutRecord", "grpc-stream", "ok"])
-                .inc();
+            STREAM_PUT_OK.inc();
             pb::StreamedAck {
                 id,
                 shard_id,
