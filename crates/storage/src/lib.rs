@@ -491,12 +491,12 @@ impl Store {
     /// Applies records of one Raft entry to a shard group: the records (at positions
     /// `(log_index, 0..)`), the time index entry and the applied state, in one atomic batch.
     /// An entry with no records still updates the applied state.
-    pub fn apply_records<R: RecordView>(
+    pub fn apply_records(
         &self,
         group: u64,
         log_index: u64,
         arrival_ms: u64,
-        records: &[R],
+        records: &[RecordIn],
         applied: &[u8],
     ) -> Result<()> {
         // Sized up front: growing the batch's buffer copied it repeatedly.
@@ -1016,8 +1016,7 @@ mod tests {
         let (_d, s) = open();
         s.apply_records(5, 3, 1000, &[rec("a", "1"), rec("b", "2")], b"applied3")
             .unwrap();
-        s.apply_records(5, 4, 1001, &[] as &[RecordIn], b"applied4")
-            .unwrap();
+        s.apply_records(5, 4, 1001, &[], b"applied4").unwrap();
         s.apply_records(5, 6, 1002, &[rec("c", "3")], b"applied6")
             .unwrap();
         s.apply_records(6, 1, 1000, &[rec("other", "x")], b"g6")
