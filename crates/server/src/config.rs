@@ -193,6 +193,9 @@ pub struct NodeConfig {
     /// runnable threads beyond the cores the node really gets only add wake-ups and context
     /// switches.
     pub worker_threads: usize,
+    /// MiB of memory for recently applied entry blocks, from which reads at the end of a shard
+    /// (tails, consumers keeping up) are served without a disk read; 0 turns that off.
+    pub recent_blocks_mib: usize,
     /// Limits (records, requests, retention).
     pub limits: Limits,
     /// Raft timing.
@@ -221,6 +224,7 @@ impl Default for NodeConfig {
             account_id: "000000000000".into(),
             retention_check_secs: 30,
             worker_threads: 0,
+            recent_blocks_mib: 64,
             limits: Limits::default(),
             raft: RaftConfig::default(),
             testing: TestingConfig::default(),
@@ -266,6 +270,9 @@ impl NodeConfig {
                 }
                 "RUNNEL_WORKER_THREADS" => {
                     self.worker_threads = v.parse().map_err(|_| parse_err("not a number"))?
+                }
+                "RUNNEL_RECENT_BLOCKS_MIB" => {
+                    self.recent_blocks_mib = v.parse().map_err(|_| parse_err("not a number"))?
                 }
                 "RUNNEL_REGION" => self.region = v,
                 "RUNNEL_ACCOUNT_ID" => self.account_id = v,
@@ -329,6 +336,12 @@ impl NodeConfig {
             return bad(format!(
                 "worker_threads must be between 0 (one per CPU) and 1024, got {}",
                 self.worker_threads
+            ));
+        }
+        if self.recent_blocks_mib > 1 << 20 {
+            return bad(format!(
+                "recent_blocks_mib must be between 0 (off) and 1048576, got {}",
+                self.recent_blocks_mib
             ));
         }
         let cluster = self.cluster();
@@ -574,6 +587,27 @@ mod tests {
         let too_many = NodeConfig::from_toml("worker_threads = 5000\n").unwrap();
         let err = too_many.validate().unwrap_err();
         assert!(err.to_string().contains("worker_threads"), "{err}");
+    }
+
+    #[test]
+    fn recent_blocks_from_file_and_environment_and_bounded() {
+        assert_eq!(NodeConfig::default().recent_blocks_mib, 64);
+        let mut c = NodeConfig::from_toml("recent_blocks_mib = 0\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.recent_blocks_mib, 0);
+        c.apply_env([("RUNNEL_RECENT_BLOCKS_MIB".to_string(), "8".to_string())])
+            .unwrap();
+        assert_eq!(c.recent_blocks_mib, 8);
+        let err = c
+            .apply_env([("RUNNEL_RECENT_BLOCKS_MIB".to_string(), "lots".to_string())])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("RUNNEL_RECENT_BLOCKS_MIB"),
+            "{err}"
+        );
+        let too_many = NodeConfig::from_toml("recent_blocks_mib = 2000000\n").unwrap();
+        let err = too_many.validate().unwrap_err();
+        assert!(err.to_string().contains("recent_blocks_mib"), "{err}");
     }
 
     #[test]

@@ -585,7 +585,7 @@ pub static STREAM_DISK_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static ENGINE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec(
         "runnel_rocksdb",
-        "RocksDB figures: sst_bytes, memtable_bytes, pending_compaction_bytes, running_compactions, running_flushes, write_stopped (0/1), delayed_write_rate",
+        "RocksDB figures: sst_bytes, blob_bytes, memtable_bytes, pending_compaction_bytes, running_compactions, running_flushes, write_stopped (0/1), delayed_write_rate",
         &["figure"],
     )
 });
@@ -613,6 +613,7 @@ pub fn set_engine(s: &runnel_storage::EngineStats) {
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     for (figure, v) in [
         ("sst_bytes", s.sst_bytes),
+        ("blob_bytes", s.blob_bytes),
         ("memtable_bytes", s.memtable_bytes),
         ("pending_compaction_bytes", s.pending_compaction_bytes),
         ("running_compactions", s.running_compactions),

@@ -257,6 +257,7 @@ impl Node {
                 unsafe_drop_applied_records: config.testing.bug_drop_applied_records,
                 unsafe_reuse_sequence_numbers: config.testing.bug_reuse_sequence_numbers,
                 simulate_power_loss: config.testing.simulate_power_loss,
+                recent_blocks_bytes: config.recent_blocks_mib << 20,
                 ..Default::default()
             },
         )

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     // Names and buckets are compile-time constants: creation cannot fail at run time.
@@ -64,6 +64,34 @@ pub static RETENTION_TRIMMED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Record reads by where their entry blocks came from: memory (the recent blocks) or RocksDB.
+static RECORD_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "runnel_storage_record_reads_total",
+            "Record reads by source of their entry blocks: memory (recently applied) or disk (RocksDB)",
+        ),
+        &["source"],
+    )
+    .expect("static counter options are valid");
+    let _ = prometheus::register(Box::new(c.clone()));
+    c
+});
+
+static READS_FROM_MEMORY: LazyLock<IntCounter> =
+    LazyLock::new(|| RECORD_READS.with_label_values(&["memory"]));
+static READS_FROM_DISK: LazyLock<IntCounter> =
+    LazyLock::new(|| RECORD_READS.with_label_values(&["disk"]));
+
+/// Counts one record read, answered from memory (`true`) or from RocksDB.
+pub(crate) fn recent_read(memory: bool) {
+    if memory {
+        READS_FROM_MEMORY.inc();
+    } else {
+        READS_FROM_DISK.inc();
+    }
+}
+
 /// Registers every storage metric (so each is exported from the start, at zero).
 pub fn init() {
     LazyLock::force(&FSYNC_SECONDS);
@@ -71,4 +99,6 @@ pub fn init() {
     LazyLock::force(&SYNC_BATCH_JOBS);
     LazyLock::force(&SYNC_BATCH_ENTRIES);
     LazyLock::force(&RETENTION_TRIMMED);
+    LazyLock::force(&READS_FROM_MEMORY);
+    LazyLock::force(&READS_FROM_DISK);
 }
