@@ -525,6 +525,65 @@ mod tests {
         );
     }
 
+    /// A shard snapshot is built without its records (openraft keeps only the metadata of a
+    /// built snapshot), and the snapshot sent later carries them: installed on another replica
+    /// it gives the same records.
+    #[tokio::test]
+    async fn shard_snapshots_are_built_without_records_and_sent_with_them() {
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), runnel_storage::StoreOptions::default()).unwrap();
+        let group = 11;
+        let (mut sm, _f) = crate::state_machine::StateMachine::open(
+            group,
+            crate::state_machine::SmKind::Shard,
+            store.clone(),
+        )
+        .unwrap();
+        sm.apply(vec![
+            records_entry(1, 100, &["a", "b"]),
+            records_entry(2, 200, &["c"]),
+        ])
+        .await
+        .unwrap();
+        let built = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        assert!(
+            built.snapshot.get_ref().is_empty(),
+            "built with its records"
+        );
+
+        let sent = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(sent.meta, built.meta);
+        assert!(!sent.snapshot.get_ref().is_empty());
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Store::open(other_dir.path(), runnel_storage::StoreOptions::default()).unwrap();
+        let (mut sm2, _f2) = crate::state_machine::StateMachine::open(
+            group,
+            crate::state_machine::SmKind::Shard,
+            other.clone(),
+        )
+        .unwrap();
+        sm2.install_snapshot(&sent.meta, sent.snapshot)
+            .await
+            .unwrap();
+        let end = runnel_types::Position {
+            log_index: 3,
+            sub: 0,
+        };
+        let read = |s: &Store| {
+            s.read_records(group, runnel_types::Position::START, end, 100, u64::MAX)
+                .unwrap()
+        };
+        assert_eq!(read(&store).len(), 3);
+        assert_eq!(read(&store), read(&other));
+    }
+
     #[test]
     fn no_encoded_entry_reads_as_a_stub() {
         for e in [entry(1), records_entry(u32::MAX as u64, 7, &["k"])] {

@@ -473,13 +473,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilderHandle {
         self.store
             .put_state(self.group, StateKey::SnapshotMeta, &bytes, true)
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let data = match stored.data {
-            Some(d) => d,
-            None => shard_snapshot_data(&self.store, self.group, &self.meta, self.last_arrival_ms)?,
-        };
+        // openraft keeps only the metadata of a snapshot it had built (the data is dropped), so
+        // a shard's is left empty here: reading every retained record of the shard into memory
+        // at each snapshot (every `shard_snapshot_logs` entries, on every replica) only to drop
+        // it cost a whole pass over the shard and its size in memory. The records are read
+        // when a snapshot is sent ([`StateMachine::current_snapshot`]).
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(stored.data.unwrap_or_default())),
         })
     }
 }
