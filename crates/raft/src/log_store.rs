@@ -449,6 +449,19 @@ mod tests {
         }
     }
 
+    /// A fresh store in a temporary directory with a shard state machine for `group` on it.
+    fn shard_replica(group: u64) -> (tempfile::TempDir, Store, crate::state_machine::StateMachine) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), runnel_storage::StoreOptions::default()).unwrap();
+        let (sm, _frontier) = crate::state_machine::StateMachine::open(
+            group,
+            crate::state_machine::SmKind::Shard,
+            store.clone(),
+        )
+        .unwrap();
+        (dir, store, sm)
+    }
+
     #[tokio::test]
     async fn applied_record_entries_leave_a_stub_and_read_back_whole() {
         use openraft::storage::RaftStateMachine;
@@ -502,14 +515,7 @@ mod tests {
         assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
 
         // Applying the rebuilt entries on another replica gives the same records and arrivals.
-        let other_dir = tempfile::tempdir().unwrap();
-        let other = Store::open(other_dir.path(), runnel_storage::StoreOptions::default()).unwrap();
-        let (mut sm2, _f2) = crate::state_machine::StateMachine::open(
-            group,
-            crate::state_machine::SmKind::Shard,
-            other.clone(),
-        )
-        .unwrap();
+        let (_other_dir, other, mut sm2) = shard_replica(group);
         sm2.apply(got).await.unwrap();
         let end = runnel_types::Position {
             log_index: 5,
@@ -531,15 +537,8 @@ mod tests {
     #[tokio::test]
     async fn shard_snapshots_are_built_without_records_and_sent_with_them() {
         use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), runnel_storage::StoreOptions::default()).unwrap();
         let group = 11;
-        let (mut sm, _f) = crate::state_machine::StateMachine::open(
-            group,
-            crate::state_machine::SmKind::Shard,
-            store.clone(),
-        )
-        .unwrap();
+        let (_dir, store, mut sm) = shard_replica(group);
         sm.apply(vec![
             records_entry(1, 100, &["a", "b"]),
             records_entry(2, 200, &["c"]),
@@ -561,14 +560,7 @@ mod tests {
         let sent = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(sent.meta, built.meta);
         assert!(!sent.snapshot.get_ref().is_empty());
-        let other_dir = tempfile::tempdir().unwrap();
-        let other = Store::open(other_dir.path(), runnel_storage::StoreOptions::default()).unwrap();
-        let (mut sm2, _f2) = crate::state_machine::StateMachine::open(
-            group,
-            crate::state_machine::SmKind::Shard,
-            other.clone(),
-        )
-        .unwrap();
+        let (_other_dir, other, mut sm2) = shard_replica(group);
         sm2.install_snapshot(&sent.meta, sent.snapshot)
             .await
             .unwrap();
