@@ -73,7 +73,10 @@ impl Recent {
 
     /// Adds the block of `group` at `log_index`.
     pub(crate) fn add(&self, group: u64, log_index: u64, block: Bytes) {
-        if self.capacity == 0 || block.len() > self.capacity {
+        if self.capacity == 0 {
+            return;
+        }
+        if block.len() > self.capacity {
             // Too large to keep: the group's cache could not stay complete past it.
             self.forget(group);
             return;
