@@ -703,12 +703,13 @@ impl Node {
         for stream in state.streams.values() {
             known.insert(stream.name.to_string());
             metrics::init_stream(stream.name.as_str());
-            let bytes: u64 = stream
+            let hosted: Vec<u64> = stream
                 .shards
                 .iter()
                 .filter(|sh| self.registry.raft(sh.group).is_some())
-                .map(|sh| store.group_disk_bytes(sh.group))
-                .sum();
+                .map(|sh| sh.group)
+                .collect();
+            let bytes = store.groups_disk_bytes(&hosted);
             metrics::STREAM_DISK_BYTES
                 .with_label_values(&[stream.name.as_str()])
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -351,29 +351,39 @@ impl Store {
             .ok_or_else(|| Error::Corrupt(format!("missing column family {name}")))
     }
 
-    /// Approximate bytes `group` occupies on disk: its log, entry index and time index in SST
-    /// files as RocksDB estimates them, plus its share of the entry blocks in blob files.
-    /// RocksDB's range estimates do not see blob files, so their live bytes are apportioned to
-    /// groups by each group's share of the entries' SST bytes (one small index row per entry):
-    /// exact when entries hold alike amounts of data, skewed toward groups with many small
-    /// entries otherwise. Memtables are not counted.
-    pub fn group_disk_bytes(&self, group: u64) -> u64 {
-        let lo = keys::group_prefix(group);
-        let hi = keys::group_upper(group);
-        let estimate = |cf: &rocksdb::ColumnFamily, lo: &[u8], hi: &[u8]| -> u64 {
+    /// Approximate bytes the `groups` occupy on disk together: their logs, entry indexes and
+    /// time indexes in SST files as RocksDB estimates them, plus their share of the entry
+    /// blocks in blob files. RocksDB's range estimates do not see blob files, so their live
+    /// bytes are apportioned by the groups' share of the entries' SST bytes (one small index
+    /// row per entry): exact when entries hold alike amounts of data, skewed toward groups
+    /// with many small entries otherwise. Memtables are not counted. One call per stream
+    /// asks RocksDB once per column family, however many shards the stream has.
+    pub fn groups_disk_bytes(&self, groups: &[u64]) -> u64 {
+        if groups.is_empty() {
+            return 0;
+        }
+        let bounds: Vec<([u8; 8], Vec<u8>)> = groups
+            .iter()
+            .map(|g| (keys::group_prefix(*g), keys::group_upper(*g)))
+            .collect();
+        let ranges: Vec<rocksdb::Range> = bounds
+            .iter()
+            .map(|(lo, hi)| rocksdb::Range::new(lo, hi))
+            .collect();
+        let estimate = |cf: &rocksdb::ColumnFamily, ranges: &[rocksdb::Range]| -> u64 {
             self.db()
-                .get_approximate_sizes_cf(&cf, &[rocksdb::Range::new(lo, hi)])
+                .get_approximate_sizes_cf(&cf, ranges)
                 .iter()
                 .sum::<u64>()
         };
         let mut total = 0u64;
         for name in [CF_LOG, CF_TIME] {
             if let Ok(cf) = self.cf(name) {
-                total += estimate(cf, &lo, &hi);
+                total += estimate(cf, &ranges);
             }
         }
         if let Ok(cf) = self.cf(CF_ENTRIES) {
-            let own = estimate(cf, &lo, &hi);
+            let own = estimate(cf, &ranges);
             total += own;
             let prop = |name: &str| {
                 self.db()
@@ -384,7 +394,7 @@ impl Store {
             };
             let blobs = prop("rocksdb.live-blob-file-size")
                 .saturating_sub(prop("rocksdb.live-blob-file-garbage-size"));
-            let all = estimate(cf, &[0u8; 8], &[0xffu8; 9]);
+            let all = estimate(cf, &[rocksdb::Range::new(&[0u8; 8], &[0xffu8; 9])]);
             if own > 0 && all > 0 && blobs > 0 {
                 let share = u128::from(blobs) * u128::from(own.min(all)) / u128::from(all);
                 total += u64::try_from(share).unwrap_or(u64::MAX);
@@ -1297,9 +1307,9 @@ mod tests {
         }
         assert_eq!(all[100].1.data, "small".as_bytes());
         // The group's disk bytes (the per-stream metric) count the blocks in blob files.
-        let on_disk = s.group_disk_bytes(7);
+        let on_disk = s.groups_disk_bytes(&[7]);
         assert!(on_disk > 100 * 2048, "{on_disk}");
-        assert_eq!(s.group_disk_bytes(8), 0);
+        assert_eq!(s.groups_disk_bytes(&[8]), 0);
         let engine = s.engine_stats();
         assert!(engine.blob_bytes > 100 * 2048, "{engine:?}");
         assert!(engine.sst_bytes > 0, "{engine:?}");

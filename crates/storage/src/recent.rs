@@ -44,6 +44,16 @@ struct Inner {
     count: usize,
 }
 
+impl Inner {
+    /// Drops `group` and everything held for it.
+    fn remove_group(&mut self, group: u64) {
+        if let Some(g) = self.groups.remove(&group) {
+            self.count -= g.blocks.len();
+            self.bytes -= g.blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+        }
+    }
+}
+
 /// The cache. `capacity` bytes at most (plus the block being added); 0 turns it off.
 pub(crate) struct Recent {
     capacity: usize,
@@ -83,17 +93,17 @@ impl Recent {
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
+        let out_of_order = inner.groups.get(&group).is_some_and(|g| {
+            g.blocks.back().is_some_and(|(i, _)| *i >= log_index) || log_index < g.from
+        });
+        if out_of_order {
+            // Not in apply order: start the group over at this block.
+            inner.remove_group(group);
+        }
         let g = inner.groups.entry(group).or_insert_with(|| Group {
             from: log_index,
             blocks: VecDeque::new(),
         });
-        if g.blocks.back().is_some_and(|(i, _)| *i >= log_index) || log_index < g.from {
-            // Not in apply order: start the group over at this block.
-            inner.count -= g.blocks.len();
-            inner.bytes -= g.blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
-            g.blocks.clear();
-            g.from = log_index;
-        }
         inner.bytes += block.len();
         inner.count += 1;
         g.blocks.push_back((log_index, block));
@@ -155,11 +165,7 @@ impl Recent {
 
     /// Drops everything held for `group`: its stored records are being replaced or removed.
     pub(crate) fn forget(&self, group: u64) {
-        let mut inner = self.lock();
-        if let Some(g) = inner.groups.remove(&group) {
-            inner.count -= g.blocks.len();
-            inner.bytes -= g.blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
-        }
+        self.lock().remove_group(group);
     }
 
     /// Drops the blocks of `group` below `log_index` (retention trimmed them).
