@@ -9,8 +9,10 @@
 //! * [`state_machine::StateMachine`]: applies shard record batches (records + applied index in one
 //!   atomic batch, sequence positions derived from the log index, arrival time never going back) and
 //!   metadata commands (through the [`MetaApplier`] the server provides);
-//! * [`network`]: the node-to-node transport. Every group's Raft traffic to a peer shares one gRPC
-//!   connection; snapshots use a second connection so they cannot starve heartbeats;
+//! * [`network`] and [`tcp`]: the node-to-node transport. Every group's AppendEntries and Votes to
+//!   a peer share one TCP connection of length-prefixed frames (or, as configured, one gRPC
+//!   stream or a call each); heartbeats go in batched gRPC calls, and snapshots use a separate
+//!   gRPC connection so they cannot starve the rest;
 //! * [`Registry`]: the groups hosted on this node, and the entry points for incoming Raft messages;
 //! * [`quiesce`]: idle shard groups stop their Raft timers; one beat per peer node keeps their
 //!   followers from campaigning while the leader's node is alive.
@@ -32,6 +34,7 @@ pub mod network;
 pub mod quiesce;
 mod registry;
 pub mod state_machine;
+pub mod tcp;
 
 pub use error::{Error, Result};
 pub use registry::{GroupInfo, GroupKind, GroupStatus, Registry, RegistryOptions};

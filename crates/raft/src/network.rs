@@ -5,12 +5,14 @@
 //! cannot delay heartbeats. [`NetworkFactory`] is the per-group openraft network factory; its
 //! connections address a group and a target replica over the shared channel.
 //!
-//! AppendEntries and Vote messages travel on one long-lived `RaftStream` per peer node (over the
-//! same channel), matched to their replies by an id: a gRPC call per message cost several times
-//! the CPU of a message on an open stream. Messages above [`STREAM_MAX_PAYLOAD`] (catch-up
-//! batches) still go as their own `Raft` call, so they cannot hold the stream up for the small
-//! ones behind them. A broken stream fails what it had outstanding (openraft retries; Raft
-//! messages are idempotent) and the next message opens a new one.
+//! AppendEntries and Vote messages travel on one long-lived connection per peer node, matched to
+//! their replies by an id: by default a plain TCP connection of length-prefixed frames
+//! ([`crate::tcp`], [`Transport::Tcp`]), or a `RaftStream` over the gRPC channel
+//! ([`Transport::GrpcStream`]); a gRPC call per message ([`Transport::GrpcCall`]) cost several
+//! times the CPU of a message on an open stream. Messages above [`STREAM_MAX_PAYLOAD`] (catch-up
+//! batches) still go as their own `Raft` call, so they cannot hold the connection up for the
+//! small ones behind them. A broken connection fails what it had outstanding (openraft retries;
+//! Raft messages are idempotent) and the next message opens a new one.
 //!
 //! Failures to reach a peer, and a peer that does not host the group yet, are reported to openraft
 //! as `Unreachable` so it backs off; errors returned by the remote Raft are passed through.
@@ -87,10 +89,24 @@ fn peer_queue<T: Clone>(
     tx
 }
 
-/// A Raft message for a peer's stream, with where its reply goes.
-struct StreamCall {
-    request: RaftRequest,
-    reply: oneshot::Sender<Result<RaftReply, String>>,
+/// A Raft message for a peer's stream or connection, with where its reply goes.
+pub(crate) struct StreamCall {
+    pub(crate) request: RaftRequest,
+    pub(crate) reply: oneshot::Sender<Result<RaftReply, String>>,
+}
+
+/// How AppendEntries and Vote messages (up to [`STREAM_MAX_PAYLOAD`]) travel to a peer node.
+/// Heartbeats share batched gRPC calls and snapshots have their own gRPC connection whichever
+/// is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// One plain TCP connection per peer node with length-prefixed frames ([`crate::tcp`]).
+    #[default]
+    Tcp,
+    /// One long-lived gRPC `RaftStream` per peer node.
+    GrpcStream,
+    /// A gRPC call per message.
+    GrpcCall,
 }
 
 /// Most heartbeats in one batched call.
@@ -128,9 +144,9 @@ pub struct PeerPool {
     last_ok: Mutex<HashMap<u64, std::time::Instant>>,
     /// Per peer node: the queue of its heartbeat coalescer task.
     beats: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<QueuedBeat>)>>,
-    /// Send Raft messages on per-peer streams (false: a call per message).
-    use_streams: bool,
-    /// Per peer node: the queue of the task that owns its Raft stream.
+    /// How Raft messages travel.
+    transport: Transport,
+    /// Per peer node: the queue of the task that owns its Raft stream or connection.
     streams: Mutex<HashMap<u64, (String, mpsc::Sender<StreamCall>)>>,
 }
 
@@ -149,18 +165,18 @@ impl PeerPool {
             overrides: HashMap::new(),
             last_ok: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
-            use_streams: true,
+            transport: Transport::default(),
             streams: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether Raft messages travel on per-peer streams (the default) or as a call each.
-    pub fn with_streams(mut self, on: bool) -> PeerPool {
-        self.use_streams = on;
+    /// How Raft messages travel (default: [`Transport::Tcp`]).
+    pub fn with_transport(mut self, transport: Transport) -> PeerPool {
+        self.transport = transport;
         self
     }
 
-    /// Sends one Raft message on the stream to `node`; resolves with its reply.
+    /// Sends one Raft message on the stream or connection to `node`; resolves with its reply.
     async fn stream_call(
         &self,
         node: u64,
@@ -168,24 +184,35 @@ impl PeerPool {
         request: RaftRequest,
         ttl: Duration,
     ) -> Result<RaftReply, String> {
-        let ch = self.channel(node, addr, false).map_err(|e| e.0)?;
         let (reply, rx) = oneshot::channel();
+        let start: Box<dyn FnOnce() -> mpsc::Sender<StreamCall>> = match self.transport {
+            Transport::Tcp => {
+                let target = self
+                    .overrides
+                    .get(&node)
+                    .map_or(addr, String::as_str)
+                    .to_string();
+                Box::new(move || {
+                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
+                    tokio::spawn(crate::tcp::peer_connection(rx, target));
+                    tx
+                })
+            }
+            _ => {
+                let ch = self.channel(node, addr, false).map_err(|e| e.0)?;
+                Box::new(move || {
+                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
+                    tokio::spawn(peer_stream(rx, ch));
+                    tx
+                })
+            }
+        };
         let tx = {
             let mut map = self
                 .streams
                 .lock()
                 .map_err(|_| "raft stream map lock poisoned".to_string())?;
-            peer_queue(
-                &mut map,
-                node,
-                addr,
-                |tx| tx.is_closed(),
-                || {
-                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
-                    tokio::spawn(peer_stream(rx, ch));
-                    tx
-                },
-            )
+            peer_queue(&mut map, node, addr, |tx| tx.is_closed(), start)
         };
         tx.try_send(StreamCall { request, reply })
             .map_err(|e| format!("raft stream to node {node}: {e}"))?;
@@ -395,7 +422,8 @@ impl GroupConn {
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&NetErr(e))))?;
             return self.finish(reply);
         }
-        if self.pool.use_streams && request.payload.len() <= STREAM_MAX_PAYLOAD {
+        if self.pool.transport != Transport::GrpcCall && request.payload.len() <= STREAM_MAX_PAYLOAD
+        {
             let reply = self
                 .pool
                 .stream_call(self.node.node, &self.node.addr, request, backstop(option))

@@ -726,6 +726,54 @@ async fn put_spread(
     out
 }
 
+/// Every node accepts Raft messages on all three transports (TCP connections, gRPC streams, a
+/// gRPC call each), so a cluster whose nodes send on different ones replicates. Each node leads
+/// at least one group, so each sending path carries entries; then the writes go on through the
+/// loss of the TCP sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_on_different_raft_transports_replicate_and_fail_over() {
+    let transports = ["tcp", "grpc-stream", "grpc-call"];
+    let mut cluster = TestCluster::start_each(3, |i| {
+        format!("[raft]\npeer_transport = \"{}\"\n", transports[i])
+    });
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let c = cluster.client(1);
+    c.create_stream("mixed", 6, 0).await.unwrap();
+    c.wait_active("mixed", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut written = put_spread(&c, "mixed", "first", 60, deadline).await;
+    let led: Vec<f64> = cluster
+        .nodes
+        .iter()
+        .map(|n| metric_sum(n.http, "runnel_raft_groups_led"))
+        .collect();
+    let sent: Vec<f64> = cluster
+        .nodes
+        .iter()
+        .map(|n| metric_sum(n.http, "runnel_raft_rpc_seconds_count{kind=\"append\"}"))
+        .collect();
+    assert!(
+        led.iter().all(|l| *l >= 1.0) && sent.iter().all(|s| *s >= 1.0),
+        "every node should lead a group and send entries: led {led:?}, appends sent {sent:?}"
+    );
+
+    cluster.kill(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    written.extend(put_spread(&c, "mixed", "second", 60, deadline).await);
+    let mut got = BTreeMap::new();
+    for (shard, recs) in read_all(&c, "mixed").await {
+        for r in recs {
+            got.insert(
+                String::from_utf8(r.data.to_vec()).unwrap(),
+                (shard.clone(), r.sequence_number),
+            );
+        }
+    }
+    assert_eq!(got, written);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_groups_go_quiet_wake_for_writes_and_fail_over() {
     let mut cluster = TestCluster::start_with(3, "[raft]\nquiesce_idle_ms = 1000\n");

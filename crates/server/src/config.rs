@@ -45,9 +45,21 @@ pub struct RaftConfig {
     /// A shard group whose leader appended nothing for this long goes quiet: its Raft timers
     /// stop and one beat per peer node replaces its heartbeats (ms; 0 turns quiescing off).
     pub quiesce_idle_ms: u64,
-    /// Raft messages to each peer node travel on one long-lived gRPC stream (true) instead of
-    /// a call per message (false: the old transport, kept for comparison and as a fallback).
-    pub peer_streams: bool,
+    /// How Raft messages travel to each peer node: `tcp` (one plain TCP connection per peer on
+    /// its gRPC port, without HTTP/2), `grpc-stream` (one long-lived gRPC stream per peer) or
+    /// `grpc-call` (a gRPC call per message). The gRPC ones are kept for comparison and as a
+    /// fallback; every node accepts all three.
+    pub peer_transport: PeerTransport,
+}
+
+/// See [`RaftConfig::peer_transport`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerTransport {
+    #[default]
+    Tcp,
+    GrpcStream,
+    GrpcCall,
 }
 
 impl Default for RaftConfig {
@@ -63,7 +75,7 @@ impl Default for RaftConfig {
             logs_to_keep: 5_000,
             shard_inflight_entries: 1,
             quiesce_idle_ms: 3_000,
-            peer_streams: true,
+            peer_transport: PeerTransport::Tcp,
         }
     }
 }
@@ -563,12 +575,23 @@ mod tests {
     }
 
     #[test]
-    fn peer_streams_default_on_and_can_be_turned_off() {
-        assert!(NodeConfig::default().raft.peer_streams);
-        let c = NodeConfig::from_toml("[raft]\npeer_streams = false\n").unwrap();
-        c.validate().unwrap();
-        assert!(!c.raft.peer_streams);
-        assert!(NodeConfig::from_toml("[raft]\npeer_streams = 3\n").is_err());
+    fn peer_transport_defaults_to_tcp_and_can_be_chosen() {
+        assert_eq!(
+            NodeConfig::default().raft.peer_transport,
+            PeerTransport::Tcp
+        );
+        for (text, want) in [
+            ("tcp", PeerTransport::Tcp),
+            ("grpc-stream", PeerTransport::GrpcStream),
+            ("grpc-call", PeerTransport::GrpcCall),
+        ] {
+            let c =
+                NodeConfig::from_toml(&format!("[raft]\npeer_transport = \"{text}\"\n")).unwrap();
+            c.validate().unwrap();
+            assert_eq!(c.raft.peer_transport, want);
+        }
+        assert!(NodeConfig::from_toml("[raft]\npeer_transport = \"udp\"\n").is_err());
+        assert!(NodeConfig::from_toml("[raft]\npeer_streams = false\n").is_err());
     }
 
     #[test]

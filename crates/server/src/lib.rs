@@ -91,6 +91,98 @@ impl Server {
     }
 }
 
+/// How long an accepted connection on the gRPC port may take to send the bytes that tell a
+/// Raft connection from HTTP/2 before it is handed to the gRPC server anyway.
+const CLASSIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts the gRPC port's connections and sorts them: those opening with
+/// [`runnel_raft::tcp::MAGIC`] carry Raft messages between nodes and are served here; every other
+/// one goes to the gRPC server through the returned channel. Ends when `stop` turns true.
+///
+/// Accepted sockets get TCP_NODELAY here (with a caller-supplied listener tonic does not set
+/// it): otherwise Nagle's algorithm and delayed ACKs hold small Raft replies and API responses
+/// back by tens of milliseconds.
+fn accept_grpc_port(
+    listener: tokio::net::TcpListener,
+    registry: std::sync::Arc<runnel_raft::Registry>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::sync::mpsc::Receiver<std::io::Result<tokio::net::TcpStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                a = listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: the listener itself is fine.
+                    tracing::warn!(error = %e, "gRPC port: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "gRPC port: cannot set TCP_NODELAY");
+            }
+            let tx = tx.clone();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                if opens_with_magic(&stream).await {
+                    if let Err(e) = runnel_raft::tcp::keepalive(&stream) {
+                        tracing::debug!(error = %e, "raft connection: cannot set keepalive");
+                    }
+                    let (mut read, write) = stream.into_split();
+                    let mut magic = [0u8; 8];
+                    if tokio::io::AsyncReadExt::read_exact(&mut read, &mut magic)
+                        .await
+                        .is_ok()
+                    {
+                        runnel_raft::tcp::serve_connection(registry, read, write).await;
+                    }
+                } else {
+                    let _ = tx.send(Ok(stream)).await;
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// Whether the connection's first bytes are the Raft magic (peeked, not consumed). A client
+/// that sends other bytes, closes, or stays silent for [`CLASSIFY_TIMEOUT`] is not Raft.
+async fn opens_with_magic(stream: &tokio::net::TcpStream) -> bool {
+    let magic = runnel_raft::tcp::MAGIC;
+    let check = async {
+        let mut buf = [0u8; 8];
+        let started = std::time::Instant::now();
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if buf[..n] != magic[..n] {
+                return false;
+            }
+            if n == magic.len() {
+                return true;
+            }
+            // A prefix of the magic so far: peek returns at once while bytes are waiting (and
+            // cannot see a close behind them), so wait a little for the rest. A peer writes all
+            // eight at once; one that sent a prefix and nothing more within a second is not
+            // one of ours.
+            if started.elapsed() > std::time::Duration::from_secs(1) {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(CLASSIFY_TIMEOUT, check)
+        .await
+        .unwrap_or(false)
+}
+
 /// Binds the ports and starts the node.
 pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
     config.validate()?;
@@ -123,12 +215,15 @@ pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let mut stop_rx = stop.subscribe();
+    let stop_accept = stop.subscribe();
+    let registry = node.registry.clone();
     let node_id = node.config.node_id;
     tasks.push(tokio::spawn(async move {
-        // With a caller-supplied listener tonic ignores `Server::tcp_nodelay`: the accepted
-        // sockets must get TCP_NODELAY here, or Nagle's algorithm and delayed ACKs hold small
-        // Raft replies and API responses back by tens of milliseconds.
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(accept_grpc_port(
+            grpc,
+            registry,
+            stop_accept,
+        ));
         let result = tonic::transport::Server::builder()
             .add_service(api)
             .add_service(internal)
@@ -164,4 +259,38 @@ pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
         tasks,
         stop,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    async fn classify(send: &[u8], close: bool) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(send).await.unwrap();
+        if close {
+            client.shutdown().await.unwrap();
+        }
+        let raft = super::opens_with_magic(&server).await;
+        // Nothing was consumed: the gRPC server still sees every byte.
+        let mut buf = vec![0u8; send.len()];
+        if !send.is_empty() {
+            server.peek(&mut buf).await.unwrap();
+            assert_eq!(buf, send);
+        }
+        raft
+    }
+
+    #[tokio::test]
+    async fn raft_connections_are_told_from_http2_by_their_first_bytes() {
+        assert!(classify(runnel_raft::tcp::MAGIC, false).await);
+        assert!(classify(b"RNLRAFT1 and frames", false).await);
+        assert!(!classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false).await);
+        // A prefix of the magic and then nothing more: not Raft.
+        assert!(!classify(b"RNLR", true).await);
+        assert!(!classify(b"", true).await);
+    }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use runnel_proto::internal::v1::internal_client::InternalClient;
 use runnel_proto::internal::v1::{ReadMode, ReadShardRequest};
-use runnel_raft::network::PeerPool;
+use runnel_raft::network::{PeerPool, Transport};
 use runnel_raft::state_machine::SmKind;
 use runnel_raft::{
     codec, Command, CommandResponse, GroupInfo, Raft, Registry, RegistryOptions, ReplicaNode,
@@ -272,7 +272,11 @@ impl Node {
                         .map(|p| (p.id, p.addr.clone()))
                         .collect(),
                 )
-                .with_streams(config.raft.peer_streams),
+                .with_transport(match config.raft.peer_transport {
+                    crate::config::PeerTransport::Tcp => Transport::Tcp,
+                    crate::config::PeerTransport::GrpcStream => Transport::GrpcStream,
+                    crate::config::PeerTransport::GrpcCall => Transport::GrpcCall,
+                }),
         );
         let r = &config.raft;
         let registry = Registry::new(

@@ -38,6 +38,12 @@ impl TestCluster {
 
     /// Like [`TestCluster::start`] with extra TOML appended to every node's config.
     pub fn start_with(n: usize, extra: &str) -> TestCluster {
+        Self::start_each(n, |_| extra.to_string())
+    }
+
+    /// Like [`TestCluster::start`] with `extra(i)` appended to node `i`'s config (index, not id).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_each(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("runnel-test-")
             .tempdir()
@@ -53,6 +59,7 @@ impl TestCluster {
             let id = i as u64 + 1;
             let data = dir.path().join(format!("node{id}"));
             let config = dir.path().join(format!("node{id}.toml"));
+            let extra = extra(i);
             let text = format!(
                 "node_id = {id}\ndata_dir = {data:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\npeers = [ {} ]\n{extra}\n",
                 peers.join(", ")
