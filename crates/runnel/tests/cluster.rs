@@ -49,6 +49,21 @@ async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb::Rec
     out
 }
 
+/// Every record of `stream` as data (UTF-8) → (shard, sequence number), the shape writers
+/// record what was acknowledged in.
+async fn read_back(client: &Client, stream: &str) -> BTreeMap<String, (String, String)> {
+    let mut got = BTreeMap::new();
+    for (shard, recs) in read_all(client, stream).await {
+        for r in recs {
+            got.insert(
+                String::from_utf8(r.data.to_vec()).expect("UTF-8 record data"),
+                (shard.clone(), r.sequence_number),
+            );
+        }
+    }
+    got
+}
+
 /// Physical id of the node leading shard 0 of `stream`, as `client`'s node sees it.
 async fn shard0_leader(client: &Client, stream: &str) -> u64 {
     let status = client.cluster_status().await.unwrap();
@@ -507,17 +522,7 @@ async fn full_cluster_restart_keeps_all_data() {
         .await
         .unwrap();
     assert_eq!(summary.retention_hours, 48);
-    let all = read_all(&c, "keep").await;
-    let mut got = BTreeMap::new();
-    for (shard, recs) in all {
-        for r in recs {
-            got.insert(
-                String::from_utf8(r.data.to_vec()).unwrap(),
-                (shard.clone(), r.sequence_number),
-            );
-        }
-    }
-    assert_eq!(got, written);
+    assert_eq!(read_back(&c, "keep").await, written);
     // And the cluster still takes writes.
     c.put_record("keep", "after", b"restart".to_vec())
         .await
@@ -762,16 +767,7 @@ async fn nodes_on_different_raft_transports_replicate_and_fail_over() {
     cluster.kill(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     written.extend(put_spread(&c, "mixed", "second", 60, deadline).await);
-    let mut got = BTreeMap::new();
-    for (shard, recs) in read_all(&c, "mixed").await {
-        for r in recs {
-            got.insert(
-                String::from_utf8(r.data.to_vec()).unwrap(),
-                (shard.clone(), r.sequence_number),
-            );
-        }
-    }
-    assert_eq!(got, written);
+    assert_eq!(read_back(&c, "mixed").await, written);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -841,16 +837,7 @@ async fn idle_groups_go_quiet_wake_for_writes_and_fail_over() {
     assert!(no_beat >= 1.0, "no follower woke for missing beats");
 
     // Every acknowledged record is there, with the sequence number it was acknowledged with.
-    let mut got = BTreeMap::new();
-    for (shard, recs) in read_all(&c, "quiet").await {
-        for r in recs {
-            got.insert(
-                String::from_utf8(r.data.to_vec()).unwrap(),
-                (shard.clone(), r.sequence_number),
-            );
-        }
-    }
-    assert_eq!(got, written);
+    assert_eq!(read_back(&c, "quiet").await, written);
 
     // The killed node comes back, learns the new leaders and the groups go quiet again.
     let mut counts = quiesced_counts(&cluster);
