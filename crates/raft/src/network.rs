@@ -185,35 +185,42 @@ impl PeerPool {
         ttl: Duration,
     ) -> Result<RaftReply, String> {
         let (reply, rx) = oneshot::channel();
-        let start: Box<dyn FnOnce() -> mpsc::Sender<StreamCall>> = match self.transport {
-            Transport::Tcp => {
-                let target = self
-                    .overrides
-                    .get(&node)
-                    .map_or(addr, String::as_str)
-                    .to_string();
-                Box::new(move || {
-                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
-                    tokio::spawn(crate::tcp::peer_connection(rx, target));
-                    tx
-                })
-            }
-            _ => {
-                let ch = self.channel(node, addr, false).map_err(|e| e.0)?;
-                Box::new(move || {
-                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
-                    tokio::spawn(peer_stream(rx, ch));
-                    tx
-                })
-            }
-        };
+        let mut unreachable = None;
         let tx = {
             let mut map = self
                 .streams
                 .lock()
                 .map_err(|_| "raft stream map lock poisoned".to_string())?;
-            peer_queue(&mut map, node, addr, |tx| tx.is_closed(), start)
+            // The peer's task is started only when it has none (or it ended).
+            peer_queue(
+                &mut map,
+                node,
+                addr,
+                |tx| tx.is_closed(),
+                || {
+                    let (tx, rx) = mpsc::channel(STREAM_QUEUE_LIMIT);
+                    match self.transport {
+                        Transport::Tcp => {
+                            let target = self.target(node, addr).to_string();
+                            tokio::spawn(crate::tcp::peer_connection(rx, target));
+                        }
+                        Transport::GrpcStream | Transport::GrpcCall => {
+                            match self.channel(node, addr, false) {
+                                Ok(ch) => {
+                                    tokio::spawn(peer_stream(rx, ch));
+                                }
+                                // `rx` is dropped: the queue is closed, and the next call retries.
+                                Err(e) => unreachable = Some(e.0),
+                            }
+                        }
+                    }
+                    tx
+                },
+            )
         };
+        if let Some(e) = unreachable {
+            return Err(e);
+        }
         tx.try_send(StreamCall { request, reply })
             .map_err(|e| format!("raft stream to node {node}: {e}"))?;
         match tokio::time::timeout(ttl, rx).await {
@@ -286,9 +293,14 @@ impl PeerPool {
         self
     }
 
+    /// Where `node`, known at `addr`, is reached: its override, if it has one.
+    fn target<'a>(&'a self, node: u64, addr: &'a str) -> &'a str {
+        self.overrides.get(&node).map_or(addr, String::as_str)
+    }
+
     /// The shared channel to `node` at `addr` (`snapshot` selects the snapshot connection).
     pub fn channel(&self, node: u64, addr: &str, snapshot: bool) -> Result<Channel, NetErr> {
-        let addr = self.overrides.get(&node).map_or(addr, String::as_str);
+        let addr = self.target(node, addr);
         let mut map = self
             .channels
             .lock()

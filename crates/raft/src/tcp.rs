@@ -1,9 +1,9 @@
 //! Raft messages between nodes on plain TCP connections, without HTTP/2.
 //!
 //! A connection starts with [`MAGIC`] from the connecting node; the receiving node's gRPC port
-//! tells it apart from HTTP/2 by those first bytes (an HTTP/2 client opens with
-//! `PRI * HTTP/2.0`) and hands it to [`serve_connection`]. After the magic, each direction is a
-//! sequence of frames: a 4-byte big-endian length, then a protobuf message, a
+//! tells it apart from HTTP/2 by those first bytes ([`is_raft_connection`]; an HTTP/2 client
+//! opens with `PRI * HTTP/2.0`) and hands it to [`serve_accepted`]. After the magic, each
+//! direction is a sequence of frames: a 4-byte big-endian length, then a protobuf message, a
 //! `RaftStreamRequest` towards the receiver and a `RaftStreamReply` back, matched by id as on
 //! the gRPC `RaftStream`.
 //!
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use prost::Message;
 use runnel_proto::internal::v1::{RaftReply, RaftStreamReply, RaftStreamRequest};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -70,12 +70,11 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 /// What the two tasks of a sending connection share.
-#[derive(Default)]
 struct Outstanding {
     /// Messages written and not answered yet, by id.
     waiting: HashMap<u64, oneshot::Sender<Result<RaftReply, String>>>,
     /// When the reader last read a reply, or messages became outstanding after none were.
-    last_read: Option<Instant>,
+    last_read: Instant,
 }
 
 type Waiting = Arc<Mutex<Outstanding>>;
@@ -93,9 +92,9 @@ fn fail_all(waiting: &Waiting, why: &str) {
 
 /// Whether messages are outstanding and nothing was read for [`SILENCE_LIMIT`].
 fn silent(waiting: &Waiting) -> bool {
-    waiting.lock().is_ok_and(|m| {
-        !m.waiting.is_empty() && m.last_read.is_some_and(|t| t.elapsed() > SILENCE_LIMIT)
-    })
+    waiting
+        .lock()
+        .is_ok_and(|m| !m.waiting.is_empty() && m.last_read.elapsed() > SILENCE_LIMIT)
 }
 
 /// TCP keepalive on a node-to-node connection: probes after 10 s idle, every 5 s.
@@ -131,7 +130,7 @@ pub(crate) async fn peer_connection(mut rx: mpsc::Receiver<StreamCall>, addr: St
         };
         let waiting: Waiting = Arc::new(Mutex::new(Outstanding {
             waiting: HashMap::new(),
-            last_read: Some(Instant::now()),
+            last_read: Instant::now(),
         }));
         let mut check = tokio::time::interval(Duration::from_secs(1));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,7 +163,7 @@ pub(crate) async fn peer_connection(mut rx: mpsc::Receiver<StreamCall>, addr: St
                     .encode_to_vec();
                     if let Ok(mut m) = waiting.lock() {
                         if m.waiting.is_empty() {
-                            m.last_read = Some(Instant::now());
+                            m.last_read = Instant::now();
                         }
                         m.waiting.insert(id, c.reply);
                     }
@@ -239,7 +238,7 @@ async fn read_replies(
         };
         let tx = match waiting.lock() {
             Ok(mut m) => {
-                m.last_read = Some(Instant::now());
+                m.last_read = Instant::now();
                 m.waiting.remove(&reply.id)
             }
             Err(_) => return "raft connection state poisoned".to_string(),
@@ -254,11 +253,63 @@ async fn read_replies(
     }
 }
 
+/// How long an accepted connection may take to send the bytes that tell a Raft connection from
+/// HTTP/2 before it is taken for HTTP/2.
+const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a prefix of [`MAGIC`] may wait for the rest.
+const PREFIX_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether an accepted connection's first bytes are [`MAGIC`] (peeked, not consumed: any other
+/// connection reaches the gRPC server with every byte). A client that sends other bytes,
+/// closes, stays silent for [`CLASSIFY_TIMEOUT`], or sends a prefix of the magic and nothing
+/// more for [`PREFIX_TIMEOUT`], is not a Raft connection.
+pub async fn is_raft_connection(stream: &TcpStream) -> bool {
+    let check = async {
+        let mut buf = [0u8; 8];
+        let started = Instant::now();
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if buf[..n] != MAGIC[..n] {
+                return false;
+            }
+            if n == MAGIC.len() {
+                return true;
+            }
+            // A prefix so far: peek returns at once while bytes are waiting (and cannot see a
+            // close behind them), so wait a little for the rest. A peer writes all eight at once.
+            if started.elapsed() > PREFIX_TIMEOUT {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(CLASSIFY_TIMEOUT, check)
+        .await
+        .unwrap_or(false)
+}
+
+/// Serves an accepted connection that [`is_raft_connection`]: sets TCP keepalive, reads the
+/// magic, then serves it with [`serve_connection`].
+pub async fn serve_accepted(registry: Arc<Registry>, stream: TcpStream) {
+    if let Err(e) = keepalive(&stream) {
+        tracing::debug!(error = %e, "raft connection: cannot set keepalive");
+    }
+    let (mut read, write) = stream.into_split();
+    let mut magic = [0u8; 8];
+    if read.read_exact(&mut magic).await.is_ok() {
+        serve_connection(registry, read, write).await;
+    }
+}
+
 /// Serves one incoming Raft connection whose [`MAGIC`] was already read: each message is
 /// handled in its own task (messages of different groups never wait for each other's log
 /// writes), and each reply is written as soon as it is ready. Returns when the peer closed the
 /// connection and every reply was written, or when the connection broke.
-pub async fn serve_connection(registry: Arc<Registry>, read: OwnedReadHalf, write: OwnedWriteHalf) {
+async fn serve_connection(registry: Arc<Registry>, read: OwnedReadHalf, write: OwnedWriteHalf) {
     let (tx, mut rx) = mpsc::channel::<RaftStreamReply>(REPLY_QUEUE);
     let writer = tokio::spawn(async move {
         let mut frames = FramedWrite::new(write, codec());
@@ -317,7 +368,6 @@ pub async fn serve_connection(registry: Arc<Registry>, read: OwnedReadHalf, writ
 mod tests {
     use super::*;
     use runnel_proto::internal::v1::RaftRequest;
-    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     fn call(group: u64) -> (StreamCall, oneshot::Receiver<Result<RaftReply, String>>) {
@@ -386,6 +436,35 @@ mod tests {
         let (c4, r4) = call(14);
         tx.send(c4).await.unwrap();
         assert_eq!(r4.await.unwrap().unwrap().unavailable, "14");
+    }
+
+    async fn classify(send: &[u8], close: bool) -> bool {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(send).await.unwrap();
+        if close {
+            client.shutdown().await.unwrap();
+        }
+        let raft = is_raft_connection(&server).await;
+        // Nothing was consumed: the gRPC server still sees every byte.
+        let mut buf = vec![0u8; send.len()];
+        if !send.is_empty() {
+            server.peek(&mut buf).await.unwrap();
+            assert_eq!(buf, send);
+        }
+        raft
+    }
+
+    #[tokio::test]
+    async fn raft_connections_are_told_from_http2_by_their_first_bytes() {
+        assert!(classify(MAGIC, false).await);
+        assert!(classify(b"RNLRAFT1 and frames", false).await);
+        assert!(!classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false).await);
+        // A prefix of the magic and then nothing more: not Raft.
+        assert!(!classify(b"RNLR", true).await);
+        assert!(!classify(b"", true).await);
     }
 
     #[tokio::test]

@@ -91,10 +91,6 @@ impl Server {
     }
 }
 
-/// How long an accepted connection on the gRPC port may take to send the bytes that tell a
-/// Raft connection from HTTP/2 before it is handed to the gRPC server anyway.
-const CLASSIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Accepts the gRPC port's connections and sorts them: those opening with
 /// [`runnel_raft::tcp::MAGIC`] carry Raft messages between nodes and are served here; every other
 /// one goes to the gRPC server through the returned channel. Ends when `stop` turns true.
@@ -128,18 +124,13 @@ fn accept_grpc_port(
             }
             let tx = tx.clone();
             let registry = registry.clone();
+            let mut stop = stop.clone();
             tokio::spawn(async move {
-                if opens_with_magic(&stream).await {
-                    if let Err(e) = runnel_raft::tcp::keepalive(&stream) {
-                        tracing::debug!(error = %e, "raft connection: cannot set keepalive");
-                    }
-                    let (mut read, write) = stream.into_split();
-                    let mut magic = [0u8; 8];
-                    if tokio::io::AsyncReadExt::read_exact(&mut read, &mut magic)
-                        .await
-                        .is_ok()
-                    {
-                        runnel_raft::tcp::serve_connection(registry, read, write).await;
+                if runnel_raft::tcp::is_raft_connection(&stream).await {
+                    // Raft connections end with the node (gRPC ones end with the gRPC server).
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => {}
+                        _ = runnel_raft::tcp::serve_accepted(registry, stream) => {}
                     }
                 } else {
                     let _ = tx.send(Ok(stream)).await;
@@ -148,39 +139,6 @@ fn accept_grpc_port(
         }
     });
     rx
-}
-
-/// Whether the connection's first bytes are the Raft magic (peeked, not consumed). A client
-/// that sends other bytes, closes, or stays silent for [`CLASSIFY_TIMEOUT`] is not Raft.
-async fn opens_with_magic(stream: &tokio::net::TcpStream) -> bool {
-    let magic = runnel_raft::tcp::MAGIC;
-    let check = async {
-        let mut buf = [0u8; 8];
-        let started = std::time::Instant::now();
-        loop {
-            let n = match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            if buf[..n] != magic[..n] {
-                return false;
-            }
-            if n == magic.len() {
-                return true;
-            }
-            // A prefix of the magic so far: peek returns at once while bytes are waiting (and
-            // cannot see a close behind them), so wait a little for the rest. A peer writes all
-            // eight at once; one that sent a prefix and nothing more within a second is not
-            // one of ours.
-            if started.elapsed() > std::time::Duration::from_secs(1) {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    };
-    tokio::time::timeout(CLASSIFY_TIMEOUT, check)
-        .await
-        .unwrap_or(false)
 }
 
 /// Binds the ports and starts the node.
@@ -259,38 +217,4 @@ pub async fn start(config: NodeConfig) -> Result<Server, StartError> {
         tasks,
         stop,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::AsyncWriteExt;
-
-    async fn classify(send: &[u8], close: bool) -> bool {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        client.write_all(send).await.unwrap();
-        if close {
-            client.shutdown().await.unwrap();
-        }
-        let raft = super::opens_with_magic(&server).await;
-        // Nothing was consumed: the gRPC server still sees every byte.
-        let mut buf = vec![0u8; send.len()];
-        if !send.is_empty() {
-            server.peek(&mut buf).await.unwrap();
-            assert_eq!(buf, send);
-        }
-        raft
-    }
-
-    #[tokio::test]
-    async fn raft_connections_are_told_from_http2_by_their_first_bytes() {
-        assert!(classify(runnel_raft::tcp::MAGIC, false).await);
-        assert!(classify(b"RNLRAFT1 and frames", false).await);
-        assert!(!classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false).await);
-        // A prefix of the magic and then nothing more: not Raft.
-        assert!(!classify(b"RNLR", true).await);
-        assert!(!classify(b"", true).await);
-    }
 }
