@@ -50,6 +50,19 @@ pub struct RaftConfig {
     /// `grpc-call` (a gRPC call per message). The gRPC ones are kept for comparison and as a
     /// fallback; every node accepts all three.
     pub peer_transport: PeerTransport,
+    /// What makes Raft log writes durable: `journal` (the node's own preallocated segment
+    /// files, synced once per group commit) or `rocksdb-wal` (RocksDB's write-ahead log). A
+    /// node replays a journal left by an earlier run either way, so it can switch on restart.
+    pub log_durability: LogDurability,
+}
+
+/// See [`RaftConfig::log_durability`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogDurability {
+    #[default]
+    Journal,
+    RocksdbWal,
 }
 
 /// See [`RaftConfig::peer_transport`].
@@ -76,6 +89,7 @@ impl Default for RaftConfig {
             shard_inflight_entries: 1,
             quiesce_idle_ms: 3_000,
             peer_transport: PeerTransport::Tcp,
+            log_durability: LogDurability::Journal,
         }
     }
 }
@@ -572,6 +586,17 @@ mod tests {
             let c = NodeConfig::from_toml(&format!("[limits]\nmax_tags = {bad}\n")).unwrap();
             assert!(c.validate().unwrap_err().to_string().contains("max_tags"));
         }
+    }
+
+    #[test]
+    fn log_durability_defaults_to_the_journal_and_can_be_chosen() {
+        assert_eq!(
+            NodeConfig::default().raft.log_durability,
+            LogDurability::Journal
+        );
+        let c = NodeConfig::from_toml("[raft]\nlog_durability = \"rocksdb-wal\"\n").unwrap();
+        assert_eq!(c.raft.log_durability, LogDurability::RocksdbWal);
+        assert!(NodeConfig::from_toml("[raft]\nlog_durability = \"none\"\n").is_err());
     }
 
     #[test]

@@ -258,6 +258,7 @@ impl Node {
                 unsafe_reuse_sequence_numbers: config.testing.bug_reuse_sequence_numbers,
                 simulate_power_loss: config.testing.simulate_power_loss,
                 recent_blocks_bytes: config.recent_blocks_mib << 20,
+                raft_journal: config.raft.log_durability == crate::config::LogDurability::Journal,
                 ..Default::default()
             },
         )

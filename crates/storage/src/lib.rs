@@ -30,6 +30,7 @@
 //! stores them opaquely. Record values are encoded here ([`StoredRecord`]).
 
 mod error;
+mod journal;
 mod keys;
 mod metrics;
 pub use metrics::init as init_metrics;
@@ -38,6 +39,7 @@ mod record;
 mod writer;
 
 pub use error::{Error, Result};
+pub use journal::DEFAULT_SEGMENT_BYTES as DEFAULT_JOURNAL_SEGMENT_BYTES;
 pub use record::{RecordIn, RecordView, StoredRecord};
 pub use rocksdb::WriteBatch;
 pub use writer::LogWriter;
@@ -116,6 +118,10 @@ pub struct StoreOptions {
     /// Bytes of recently applied entry blocks kept in memory to serve tails without a RocksDB
     /// read ([`recent`]); 0 turns that off.
     pub recent_blocks_bytes: usize,
+    /// Make Raft log writes durable in the journal ([`journal`]) instead of RocksDB's WAL.
+    pub raft_journal: bool,
+    /// Size of a journal segment file.
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -128,6 +134,8 @@ impl Default for StoreOptions {
             simulate_power_loss: false,
             direct_io: true,
             recent_blocks_bytes: 64 << 20,
+            raft_journal: true,
+            journal_segment_bytes: journal::DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -325,8 +333,18 @@ impl Store {
         if legacy {
             convert_v1_records(&mut db)?;
         }
+        // A journal left by an earlier run is replayed even when the journal is now off, so a
+        // node can switch either way.
+        let journal = if options.raft_journal || path.join(journal::DIR).exists() {
+            let (pool, next) = journal::recover(path, &db, options.journal_segment_bytes)?;
+            options
+                .raft_journal
+                .then(|| journal::Journal::new(pool, next))
+        } else {
+            None
+        };
         let db = Arc::new(db);
-        let writer = LogWriter::start(db.clone(), options.unsafe_skip_fsync)?;
+        let writer = LogWriter::start(db.clone(), options.unsafe_skip_fsync, journal)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -682,13 +700,7 @@ impl Store {
     /// Makes everything written with [`Store::write_applied`] durable: flushes the memtables of
     /// all column families (atomically) and waits for it.
     pub fn flush_applied(&self) -> Result<()> {
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| self.cf(name))
-            .collect::<Result<Vec<_>>>()?;
-        let mut fo = rocksdb::FlushOptions::default();
-        fo.set_wait(true);
-        Ok(self.db().flush_cfs_opt(&cfs, &fo)?)
+        flush_all(self.db())
     }
 
     /// Writes a prepared batch with fsync.
@@ -846,8 +858,11 @@ impl Store {
         Ok(())
     }
 
-    /// Removes everything stored for `group` (its replica was removed from this node).
+    /// Removes everything stored for `group` (its replica was removed from this node). The
+    /// group must be stopped. The journal is checkpointed first, so no batch of the group is
+    /// left in it to be replayed over the deletes after a crash.
     pub fn destroy_group(&self, group: u64) -> Result<()> {
+        self.inner.writer.checkpoint(self.db())?;
         let mut batch = WriteBatch::default();
         for name in ALL_CFS {
             batch.delete_range_cf(
@@ -859,6 +874,20 @@ impl Store {
         self.inner.recent.forget(group);
         self.write_sync(batch)
     }
+}
+
+/// Flushes the memtables of all column families (atomically) and waits for it.
+pub(crate) fn flush_all(db: &DB) -> Result<()> {
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| {
+            db.cf_handle(name)
+                .ok_or_else(|| Error::Corrupt(format!("missing column family {name}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut fo = rocksdb::FlushOptions::default();
+    fo.set_wait(true);
+    Ok(db.flush_cfs_opt(&cfs, &fo)?)
 }
 
 /// The records of entry blocks (`(log index, block)`, increasing index) from `from` and before

@@ -19,11 +19,11 @@ fn counter(name: &str, help: &str) -> IntCounter {
     c
 }
 
-/// Latency of one WAL fsync of the group-commit thread.
+/// Latency of one fsync of the group-commit thread (the journal's, or RocksDB's WAL's).
 pub static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "runnel_storage_fsync_seconds",
-        "Latency of one group-commit WAL fsync",
+        "Latency of one group-commit fsync (Raft log journal or WAL)",
         prometheus::exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default(),
     )
 });
@@ -53,6 +53,14 @@ pub static SYNC_BATCH_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
         "runnel_storage_sync_batch_entries",
         "RocksDB operations covered by one group-commit fsync",
         prometheus::exponential_buckets(1.0, 2.0, 16).unwrap_or_default(),
+    )
+});
+
+/// Journal checkpoints: RocksDB flushes after which closed journal segments were freed.
+pub static JOURNAL_CHECKPOINTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "runnel_storage_journal_checkpoints_total",
+        "Raft log journal checkpoints (a flush, then closed segments freed)",
     )
 });
 

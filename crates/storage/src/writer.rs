@@ -1,9 +1,12 @@
 //! Group commit for Raft log writes.
 //!
 //! One OS thread owns every durable log write of the node. Callers submit prepared write batches
-//! (appends, truncations, purges of any group) with a completion callback; the thread takes all
-//! jobs that queued up while it was busy, writes them in submission order, makes them durable with
-//! a single WAL `fsync`, and only then runs their callbacks. So:
+//! (appends, truncations, purges and votes of any group) with a completion callback; the thread
+//! takes all jobs that queued up while it was busy, writes them in submission order, makes them
+//! durable with a single `fsync`, and only then runs their callbacks. With the journal
+//! ([`crate::journal`], the default) a batch goes to the memtables without RocksDB's WAL and its
+//! bytes to the journal, whose `fdatasync` makes it durable; without it, to RocksDB with its WAL,
+//! which is then synced. So:
 //!
 //! * a callback never runs before the `fsync` that covers its batch (the Raft flush contract);
 //! * jobs of one group are applied in the order they were submitted (truncate after append is
@@ -17,48 +20,84 @@ use std::time::Instant;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
+use crate::journal::{Journal, Pool};
 use crate::metrics;
 
 /// Completion callback of a submitted job.
 pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
 
-struct Job {
-    batch: WriteBatch,
-    done: Done,
-    submitted: Instant,
+enum Job {
+    Write {
+        batch: WriteBatch,
+        done: Done,
+        submitted: Instant,
+    },
+    /// Close the journal's current segment (after everything queued before), then answer.
+    CloseSegment(mpsc::Sender<Result<()>>),
 }
 
 /// Handle to the group-commit thread. Dropping the last handle stops the thread after it
 /// finished the jobs already queued.
 pub struct LogWriter {
     tx: mpsc::Sender<Job>,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.stop();
+        }
+    }
 }
 
 /// Most jobs written under one fsync.
 const MAX_JOBS_PER_SYNC: usize = 4096;
 
 impl LogWriter {
-    pub(crate) fn start(db: Arc<DB>, skip_fsync: bool) -> Result<LogWriter> {
+    pub(crate) fn start(
+        db: Arc<DB>,
+        skip_fsync: bool,
+        journal: Option<Journal>,
+    ) -> Result<LogWriter> {
         let (tx, rx) = mpsc::channel::<Job>();
-        // The thread holds the DB weakly: the DB closes as soon as the last `Store` is dropped
+        let pool = journal.as_ref().map(|j| j.pool().clone());
+        // The threads hold the DB weakly: the DB closes as soon as the last `Store` is dropped
         // (RocksDB must be closed before the process exits).
+        if let Some(pool) = &pool {
+            crate::journal::start_checkpoints(pool.clone(), Arc::downgrade(&db))?;
+        }
         let db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("runnel-log-writer".into())
-            .spawn(move || run(db, rx, skip_fsync))
+            .spawn(move || run(db, rx, skip_fsync, journal))
             .map_err(|e| Error::Io(format!("cannot start log writer thread: {e}")))?;
-        Ok(LogWriter { tx })
+        Ok(LogWriter { tx, pool })
     }
 
     /// Queues `batch`; `done` runs after it is durable (or with the error that prevented it).
     pub fn submit(&self, batch: WriteBatch, done: Done) {
-        if let Err(mpsc::SendError(job)) = self.tx.send(Job {
+        if let Err(mpsc::SendError(Job::Write { done, .. })) = self.tx.send(Job::Write {
             batch,
             done,
             submitted: Instant::now(),
         }) {
-            (job.done)(Err(Error::Closed));
+            done(Err(Error::Closed));
         }
+    }
+
+    /// Makes everything written through this writer so far part of RocksDB's SST files and
+    /// frees the journal segments that held it (no-op without the journal). Blocks.
+    pub(crate) fn checkpoint(&self, db: &DB) -> Result<()> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Job::CloseSegment(tx))
+            .map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)??;
+        pool.checkpoint(db)
     }
 
     /// Queues `batch` and waits until it is durable.
@@ -74,70 +113,101 @@ impl LogWriter {
     }
 }
 
-fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool) {
-    let mut jobs = Vec::with_capacity(64);
-    let nosync = {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
-        wo
+fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool, mut journal: Option<Journal>) {
+    let mut jobs: Vec<(WriteBatch, Done, Instant)> = Vec::with_capacity(64);
+    let mut closes: Vec<mpsc::Sender<Result<()>>> = Vec::new();
+    let mut wo = WriteOptions::default();
+    wo.set_sync(false);
+    // With the journal, the journal is the log's durability: RocksDB's WAL is skipped.
+    wo.disable_wal(journal.is_some());
+    let take = |job: Job, jobs: &mut Vec<_>, closes: &mut Vec<_>| match job {
+        Job::Write {
+            batch,
+            done,
+            submitted,
+        } => jobs.push((batch, done, submitted)),
+        Job::CloseSegment(reply) => closes.push(reply),
     };
     while let Ok(first) = rx.recv() {
-        jobs.push(first);
+        take(first, &mut jobs, &mut closes);
         while jobs.len() < MAX_JOBS_PER_SYNC {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => take(job, &mut jobs, &mut closes),
                 Err(_) => break,
             }
         }
         let Some(db) = db.upgrade() else {
-            for job in jobs.drain(..) {
-                (job.done)(Err(Error::Closed));
+            for (_, done, _) in jobs.drain(..) {
+                done(Err(Error::Closed));
+            }
+            for reply in closes.drain(..) {
+                let _ = reply.send(Err(Error::Closed));
             }
             continue;
         };
         let mut entries = 0usize;
         let mut failed: Option<Error> = None;
         let mut results: Vec<Result<()>> = Vec::with_capacity(jobs.len());
-        for job in jobs.iter_mut() {
+        for (batch, _, _) in jobs.iter_mut() {
             // Once a write failed, later jobs are not written (their order relative to the failed
             // one must be kept), and all of them fail.
             if let Some(err) = &failed {
                 results.push(Err(err.clone()));
                 continue;
             }
-            entries += job.batch.len();
-            let batch = std::mem::take(&mut job.batch);
-            match db.write_opt(batch, &nosync) {
+            entries += batch.len();
+            let batch = std::mem::take(batch);
+            let written = match journal.as_mut() {
+                Some(j) => j.append(batch.data()),
+                None => Ok(()),
+            }
+            .and_then(|()| db.write_opt(batch, &wo).map_err(Error::from));
+            match written {
                 Ok(()) => results.push(Ok(())),
-                Err(e) => {
-                    let err = Error::from(e);
+                Err(err) => {
                     failed = Some(err.clone());
                     results.push(Err(err));
                 }
             }
         }
-        if !skip_fsync && results.iter().any(|r| r.is_ok()) {
+        if results.iter().any(|r| r.is_ok()) {
             let started = Instant::now();
-            if let Err(e) = db.flush_wal(true) {
-                let err = Error::from(e);
+            let synced = match journal.as_mut() {
+                Some(j) => j.sync(!skip_fsync),
+                None if skip_fsync => Ok(()),
+                None => db.flush_wal(true).map_err(Error::from),
+            };
+            if let Err(err) = synced {
                 for r in results.iter_mut() {
                     if r.is_ok() {
                         *r = Err(err.clone());
                     }
                 }
             }
-            metrics::FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+            if !skip_fsync {
+                metrics::FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+            }
         }
-        metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
-        metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
+        // Segment closes answer after the jobs queued before them are written.
+        for reply in closes.drain(..) {
+            let closed = match journal.as_mut() {
+                Some(j) => j.close_current(),
+                None => Ok(()),
+            };
+            let _ = reply.send(closed);
+        }
+        if !jobs.is_empty() {
+            metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
+            metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
+        }
         // Let go of the database before waking the waiters: one of them may drop the last
         // `Store`, and the database must then close on that thread, not on this one after the
         // process began to exit (RocksDB aborts with "pthread lock: Invalid argument" when it
         // closes during static destruction).
         drop(db);
-        for (job, result) in jobs.drain(..).zip(results) {
-            metrics::LOG_WRITE_SECONDS.observe(job.submitted.elapsed().as_secs_f64());
-            (job.done)(result);
+        for ((_, done, submitted), result) in jobs.drain(..).zip(results) {
+            metrics::LOG_WRITE_SECONDS.observe(submitted.elapsed().as_secs_f64());
+            done(result);
         }
     }
 }

@@ -18,8 +18,25 @@ fn payload(group: u64, index: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn child(dir: &str) {
-    let store = Store::open(std::path::Path::new(dir), StoreOptions::default()).expect("open");
+/// The store options of a crash test's mode: the journal with default or tiny segments (tiny:
+/// segments rotate, are checkpointed and reused while the child appends), or RocksDB's WAL.
+fn options(mode: &str) -> StoreOptions {
+    match mode {
+        "journal" => StoreOptions::default(),
+        "journal-small" => StoreOptions {
+            journal_segment_bytes: 64 << 10,
+            ..Default::default()
+        },
+        "wal" => StoreOptions {
+            raft_journal: false,
+            ..Default::default()
+        },
+        other => panic!("unknown crash test mode {other}"),
+    }
+}
+
+fn child(dir: &str, mode: &str) {
+    let store = Store::open(std::path::Path::new(dir), options(mode)).expect("open");
     let started = Instant::now();
     let mut handles = Vec::new();
     // Several groups append concurrently so their entries share fsyncs.
@@ -65,18 +82,15 @@ fn spawn_child(test: &str, env: &str, dir: &std::path::Path) -> std::process::Ch
         .unwrap()
 }
 
-#[test]
-fn acknowledged_appends_survive_sigkill() {
+/// Appends in a child, SIGKILLs it, reopens (in the same mode) and checks every acknowledged
+/// entry. `test` is the calling test's name (the child runs it again).
+fn appends_survive_sigkill(test: &str, mode: &str) {
     if let Ok(dir) = std::env::var("RUNNEL_CRASH_CHILD") {
-        child(&dir);
+        child(&dir, mode);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = spawn_child(
-        "acknowledged_appends_survive_sigkill",
-        "RUNNEL_CRASH_CHILD",
-        dir.path(),
-    );
+    let mut proc = spawn_child(test, "RUNNEL_CRASH_CHILD", dir.path());
     let stdout = proc.stdout.take().unwrap();
     let mut acked: Vec<(u64, u64)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -99,7 +113,7 @@ fn acknowledged_appends_survive_sigkill() {
         acked.len()
     );
 
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let store = Store::open(dir.path(), options(mode)).unwrap();
     for (group, index) in &acked {
         let rows = store.log_range(*group, *index, index + 1).unwrap();
         assert_eq!(
@@ -115,6 +129,27 @@ fn acknowledged_appends_survive_sigkill() {
         let all = store.log_range(group, 1, last + 1).unwrap();
         assert_eq!(all.len() as u64, last, "group {group} has holes");
     }
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkill() {
+    appends_survive_sigkill("acknowledged_appends_survive_sigkill", "journal");
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkill_across_journal_segments() {
+    appends_survive_sigkill(
+        "acknowledged_appends_survive_sigkill_across_journal_segments",
+        "journal-small",
+    );
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkill_with_the_rocksdb_wal() {
+    appends_survive_sigkill(
+        "acknowledged_appends_survive_sigkill_with_the_rocksdb_wal",
+        "wal",
+    );
 }
 
 /// Child of `applied_records_and_applied_index_stay_together_through_sigkill`: applies entries of
