@@ -9,12 +9,15 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use runnel_server::config::{AccessKey, NodeConfig};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free loopback ports (gRPC, HTTP): both listeners are held until both are
+/// picked, since a port released can be handed out again at once.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 fn code<E: ProvideErrorMetadata>(e: &aws_sdk_kinesis::error::SdkError<E>) -> Option<String> {
@@ -25,10 +28,11 @@ fn code<E: ProvideErrorMetadata>(e: &aws_sdk_kinesis::error::SdkError<E>) -> Opt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_iterators_and_signatures_follow_the_node_clock() {
     let dir = tempfile::tempdir().unwrap();
+    let (grpc_port, http_port) = free_ports();
     let mut config = NodeConfig {
         data_dir: dir.path().to_path_buf(),
-        grpc_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        http_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        grpc_listen: format!("127.0.0.1:{grpc_port}").parse().unwrap(),
+        http_listen: format!("127.0.0.1:{http_port}").parse().unwrap(),
         ..Default::default()
     };
     config.auth.access_keys = vec![AccessKey {

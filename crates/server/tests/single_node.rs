@@ -8,12 +8,15 @@ use runnel_client::{v1 as pb, Client, Start};
 use runnel_server::config::NodeConfig;
 use runnel_types::Error;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free loopback ports (gRPC, HTTP): both listeners are held until both are
+/// picked, since a port released can be handed out again at once.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 async fn start(dir: &std::path::Path) -> (runnel_server::Server, Client) {
@@ -24,10 +27,11 @@ async fn start_with(
     dir: &std::path::Path,
     limits: runnel_types::Limits,
 ) -> (runnel_server::Server, Client) {
+    let (grpc_port, http_port) = free_ports();
     let config = NodeConfig {
         data_dir: dir.to_path_buf(),
-        grpc_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        http_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        grpc_listen: format!("127.0.0.1:{grpc_port}").parse().unwrap(),
+        http_listen: format!("127.0.0.1:{http_port}").parse().unwrap(),
         limits,
         ..Default::default()
     };

@@ -10,10 +10,34 @@ use std::time::{Duration, Instant};
 
 use runnel_client::Client;
 
-/// A free loopback port (bound once and released; tests pick distinct ones).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+/// `n` distinct free loopback ports, below the kernel's ephemeral range (32768 and up). A port
+/// from `bind(0)` is in that range, and released it can be handed out again, to this process's
+/// next probe or to any outgoing connection, before the node binds it: a node once got the same
+/// port for gRPC and HTTP and could not start. Ports here come from a per-process counter (so
+/// never twice in one test binary) started at a pid-derived offset, and are probed once.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 600) * 20,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..SPAN {
+        if out.len() == n {
+            break;
+        }
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
+        }
+    }
+    assert_eq!(out.len(), n, "no {n} free ports in 20000-31999");
+    out
 }
 
 pub struct TestNode {
@@ -48,7 +72,8 @@ impl TestCluster {
             .prefix("runnel-test-")
             .tempdir()
             .expect("tempdir");
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let picked = free_ports(2 * n);
+        let ports: Vec<(u16, u16)> = picked.chunks(2).map(|p| (p[0], p[1])).collect();
         let peers: Vec<String> = ports
             .iter()
             .enumerate()
