@@ -18,8 +18,9 @@
 //! (the stamp as applied: `max(previous, leader's stamp)`), which applies to the same result
 //! on any replica. Invariant: a stub is written only for an applied entry, and an applied
 //! entry is never truncated; a purge removes stubs like any row. The stub replaces the row
-//! without the WAL: after a crash the WAL brings the full row back together with the applied
-//! index from before the apply (atomic flush), so the row and the block never both go missing.
+//! without the WAL: after a crash the log's durable copy (the storage journal, or RocksDB's WAL)
+//! brings the full row back together with the applied index from before the apply (atomic
+//! flush), so the row and the block never both go missing.
 //!
 //! The committed log id is an optimisation for restarts (openraft re-applies up to it without a
 //! leader), so it is persisted only every [`COMMITTED_PERSIST_EVERY`] entries and without fsync;

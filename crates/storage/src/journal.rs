@@ -48,7 +48,7 @@ use crate::metrics;
 /// Directory of the segment files, inside the store's directory.
 pub(crate) const DIR: &str = "raft-journal";
 /// Default size of a segment file.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Bytes before the first record of a segment (the header block).
 const HEADER_BYTES: u64 = 4096;
 /// Bytes of a record before its payload.
@@ -203,6 +203,8 @@ impl Pool {
             // A new file (or one too small for an oversized batch): reserve the blocks now.
             // Writes into them still update the block map at the first syncs; the checkpoint
             // thread zero-fills spares ahead of time, so this is the exception.
+            // SAFETY: `fallocate` only reads its integer arguments; the descriptor is open for
+            // the lifetime of `file`.
             let r = unsafe { libc::fallocate(fd(&file), 0, 0, len as libc::off_t) };
             if r != 0 {
                 file.set_len(len).map_err(|e| io_err("extend", &path, e))?;
@@ -354,13 +356,20 @@ pub(crate) fn recover(store_dir: &Path, db: &DB, segment_bytes: u64) -> Result<(
             continue;
         };
         next_slot = next_slot.max(slot + 1);
-        let mut head = [0u8; 21];
-        let header = File::open(&path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .ok()
-            .and_then(|()| parse_header(&head));
-        if let Some((generation, _)) = header {
-            max_generation = max_generation.max(generation);
+        let mut head = vec![0u8; HEADER_BYTES as usize + RECORD_HEADER];
+        let read = File::open(&path).and_then(|mut f| f.read_exact(&mut head));
+        let header = parse_header(&head);
+        match header {
+            Some((generation, _)) => max_generation = max_generation.max(generation),
+            // A damaged header: the first record carries the generation of the file's latest
+            // life; counting it keeps new generations above every record left in the file.
+            None if read.is_ok() => {
+                let at = HEADER_BYTES as usize + 8;
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&head[at..at + 8]);
+                max_generation = max_generation.max(u64::from_le_bytes(first));
+            }
+            None => {}
         }
         segments.push((header, path));
     }
@@ -423,7 +432,10 @@ pub(crate) fn recover(store_dir: &Path, db: &DB, segment_bytes: u64) -> Result<(
         wake: Condvar::new(),
         checkpointing: Mutex::new(()),
     });
-    Ok((pool, max_generation + 1))
+    let next = max_generation
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt("journal generations exhausted".into()))?;
+    Ok((pool, next))
 }
 
 /// Starts the checkpoint thread of `pool`.
@@ -607,6 +619,21 @@ mod tests {
         let (got, clean) = records(&reused, 9);
         assert_eq!(got, vec![&b"zz"[..]]);
         assert!(!clean, "the stale record after it is not a clean end");
+    }
+
+    #[test]
+    fn new_generations_stay_above_a_file_with_a_damaged_header() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(DIR)).unwrap();
+        let mut bytes = segment(9, &[b"old life"]);
+        bytes[..21].fill(0);
+        std::fs::write(dir.path().join(DIR).join("000000.seg"), &bytes).unwrap();
+        let db = DB::open_default(dir.path().join("db")).unwrap();
+        let (_, next) = recover(dir.path(), &db, 1 << 20).unwrap();
+        assert!(
+            next > 9,
+            "next generation {next} would let the old record pass as current"
+        );
     }
 
     fn store_with(dir: &Path, segment_bytes: u64) -> crate::Store {

@@ -5,7 +5,9 @@
 //!
 //! * the Raft log (`log` column family, key = group ‖ index), written through the [`LogWriter`]
 //!   group-commit thread: appends of many groups share one `fsync`, and an append's completion
-//!   callback runs only after the `fsync` that covers it (property 3: acknowledge only what is durable);
+//!   callback runs only after the `fsync` that covers it (property 3: acknowledge only what is
+//!   durable). What is synced is the node's own journal of preallocated segments (module `journal`;
+//!   the log rows go into RocksDB without its WAL), or RocksDB's WAL when the journal is off;
 //! * small per-group state values (`state`: vote, committed log id, last purged log id, applied state,
 //!   snapshot metadata, the metadata state machine blob);
 //! * shard records (`entries`, key = group ‖ log index: the records of one Raft entry as one entry
@@ -39,7 +41,6 @@ mod record;
 mod writer;
 
 pub use error::{Error, Result};
-pub use journal::DEFAULT_SEGMENT_BYTES as DEFAULT_JOURNAL_SEGMENT_BYTES;
 pub use record::{RecordIn, RecordView, StoredRecord};
 pub use rocksdb::WriteBatch;
 pub use writer::LogWriter;
@@ -118,7 +119,8 @@ pub struct StoreOptions {
     /// Bytes of recently applied entry blocks kept in memory to serve tails without a RocksDB
     /// read ([`recent`]); 0 turns that off.
     pub recent_blocks_bytes: usize,
-    /// Make Raft log writes durable in the journal ([`journal`]) instead of RocksDB's WAL.
+    /// Make Raft log writes durable in the node's own journal (module `journal`) instead of
+    /// RocksDB's WAL.
     pub raft_journal: bool,
     /// Size of a journal segment file.
     pub journal_segment_bytes: u64,
