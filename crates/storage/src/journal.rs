@@ -29,9 +29,10 @@
 //!   starts. Replaying a log row over the stub an apply wrote puts back the full entry, which
 //!   reads the same;
 //! * only batches of the writer go through the journal: a key must not be written both here and
-//!   through RocksDB's WAL, since their order across a crash is lost. `Store::destroy_group`,
-//!   whose range covers journaled keys, first checkpoints the journal (nothing of the group is
-//!   left to replay) and then deletes through the WAL.
+//!   through RocksDB's WAL, since their order across a crash is lost. The writer's keys are a
+//!   group's log rows, vote and last-purged id; `Store::destroy_group` deletes those through the
+//!   writer (so a replay deletes them again after the group's older batches) before it deletes
+//!   the whole group through the WAL.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -164,8 +165,6 @@ pub(crate) struct Pool {
     segment_bytes: u64,
     files: Mutex<Files>,
     wake: Condvar,
-    /// One checkpoint at a time (the thread's and `Store::destroy_group`'s).
-    checkpointing: Mutex<()>,
 }
 
 impl Pool {
@@ -231,8 +230,7 @@ impl Pool {
     }
 
     /// Flushes RocksDB's memtables and frees every segment closed before the flush began.
-    pub(crate) fn checkpoint(&self, db: &DB) -> Result<()> {
-        let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+    fn checkpoint(&self, db: &DB) -> Result<()> {
         let upto = match self.lock().closed.back() {
             Some((generation, _)) => *generation,
             None => return Ok(()),
@@ -430,7 +428,6 @@ pub(crate) fn recover(store_dir: &Path, db: &DB, segment_bytes: u64) -> Result<(
             stopped: false,
         }),
         wake: Condvar::new(),
-        checkpointing: Mutex::new(()),
     });
     let next = max_generation
         .checked_add(1)
@@ -519,19 +516,6 @@ impl Journal {
         if !cur.asked_spare && cur.at > cur.len / 4 {
             cur.asked_spare = true;
             self.pool.ask_spare();
-        }
-        Ok(())
-    }
-
-    /// Closes the current segment (written and synced whole) if it holds anything, so a
-    /// checkpoint can free it.
-    pub(crate) fn close_current(&mut self) -> Result<()> {
-        let used = self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.at > HEADER_BYTES || !self.pending.is_empty());
-        if used {
-            self.finish_current()?;
         }
         Ok(())
     }
@@ -696,32 +680,25 @@ mod tests {
         {
             let store = store_with(dir.path(), DEFAULT_SEGMENT_BYTES);
             for i in 1..=10u64 {
-                append(&store, 4, i, b"entry");
+                append(&store, 4, i, b"first life");
             }
             store.destroy_group(4).unwrap();
-            // The journal must not hold the group's appends any more.
-            let live = std::fs::read_dir(dir.path().join(DIR))
-                .unwrap()
-                .filter_map(|e| {
-                    let bytes = std::fs::read(e.unwrap().path()).unwrap();
-                    match parse_header(&bytes) {
-                        Some((g, true)) => Some((g, bytes)),
-                        _ => None,
-                    }
-                })
-                .collect::<Vec<_>>();
-            for (g, bytes) in &live {
-                assert!(
-                    records(bytes, *g).0.is_empty(),
-                    "generation {g} still holds batches"
-                );
+            // The group comes back on this node: a second life from index 1.
+            for i in 1..=3u64 {
+                append(&store, 4, i, b"second life");
             }
-            for i in 11..=12u64 {
-                append(&store, 5, i, b"other group");
-            }
+            append(&store, 5, 1, b"other group");
         }
+        // Reopening replays the whole journal over what RocksDB flushed at close: the first
+        // life's appends, its deletes, the second life's appends.
         let store = store_with(dir.path(), DEFAULT_SEGMENT_BYTES);
-        assert!(store.log_range(4, 0, u64::MAX).unwrap().is_empty());
-        assert_eq!(store.log_range(5, 0, u64::MAX).unwrap().len(), 2);
+        let rows = store.log_range(4, 0, u64::MAX).unwrap();
+        assert_eq!(
+            rows,
+            (1..=3u64)
+                .map(|i| (i, b"second life".to_vec()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(store.log_range(5, 0, u64::MAX).unwrap().len(), 1);
     }
 }

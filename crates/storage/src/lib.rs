@@ -861,10 +861,21 @@ impl Store {
     }
 
     /// Removes everything stored for `group` (its replica was removed from this node). The
-    /// group must be stopped. The journal is checkpointed first, so no batch of the group is
-    /// left in it to be replayed over the deletes after a crash.
+    /// group must be stopped. Its log rows, vote and last-purged id are written only through
+    /// the log writer (the journal), so they are deleted through it first: a replay after a
+    /// crash then deletes them again after the group's older batches. Then everything of the
+    /// group goes, through the WAL.
     pub fn destroy_group(&self, group: u64) -> Result<()> {
-        self.inner.writer.checkpoint(self.db())?;
+        let mut logged = WriteBatch::default();
+        logged.delete_range_cf(
+            self.cf(CF_LOG)?,
+            &group_prefix(group)[..],
+            &group_upper(group)[..],
+        );
+        for key in [StateKey::Vote, StateKey::LastPurged] {
+            logged.delete_cf(self.cf(CF_STATE)?, state_key(group, key));
+        }
+        self.inner.writer.write_blocking(logged)?;
         let mut batch = WriteBatch::default();
         for name in ALL_CFS {
             batch.delete_range_cf(

@@ -26,14 +26,10 @@ use crate::metrics;
 /// Completion callback of a submitted job.
 pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
 
-enum Job {
-    Write {
-        batch: WriteBatch,
-        done: Done,
-        submitted: Instant,
-    },
-    /// Close the journal's current segment (after everything queued before), then answer.
-    CloseSegment(mpsc::Sender<Result<()>>),
+struct Job {
+    batch: WriteBatch,
+    done: Done,
+    submitted: Instant,
 }
 
 /// Handle to the group-commit thread. Dropping the last handle stops the thread after it
@@ -77,27 +73,25 @@ impl LogWriter {
 
     /// Queues `batch`; `done` runs after it is durable (or with the error that prevented it).
     pub fn submit(&self, batch: WriteBatch, done: Done) {
-        if let Err(mpsc::SendError(Job::Write { done, .. })) = self.tx.send(Job::Write {
+        if let Err(mpsc::SendError(job)) = self.tx.send(Job {
             batch,
             done,
             submitted: Instant::now(),
         }) {
-            done(Err(Error::Closed));
+            (job.done)(Err(Error::Closed));
         }
     }
 
-    /// Makes everything written through this writer so far part of RocksDB's SST files and
-    /// frees the journal segments that held it (no-op without the journal). Blocks.
-    pub(crate) fn checkpoint(&self, db: &DB) -> Result<()> {
-        let Some(pool) = &self.pool else {
-            return Ok(());
-        };
+    /// Queues `batch` and blocks the calling thread until it is durable.
+    pub(crate) fn write_blocking(&self, batch: WriteBatch) -> Result<()> {
         let (tx, rx) = mpsc::channel();
-        self.tx
-            .send(Job::CloseSegment(tx))
-            .map_err(|_| Error::Closed)?;
-        rx.recv().map_err(|_| Error::Closed)??;
-        pool.checkpoint(db)
+        self.submit(
+            batch,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().map_err(|_| Error::Closed)?
     }
 
     /// Queues `batch` and waits until it is durable.
@@ -114,49 +108,37 @@ impl LogWriter {
 }
 
 fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool, mut journal: Option<Journal>) {
-    let mut jobs: Vec<(WriteBatch, Done, Instant)> = Vec::with_capacity(64);
-    let mut closes: Vec<mpsc::Sender<Result<()>>> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::with_capacity(64);
     let mut wo = WriteOptions::default();
     wo.set_sync(false);
     // With the journal, the journal is the log's durability: RocksDB's WAL is skipped.
     wo.disable_wal(journal.is_some());
-    let take = |job: Job, jobs: &mut Vec<_>, closes: &mut Vec<_>| match job {
-        Job::Write {
-            batch,
-            done,
-            submitted,
-        } => jobs.push((batch, done, submitted)),
-        Job::CloseSegment(reply) => closes.push(reply),
-    };
     while let Ok(first) = rx.recv() {
-        take(first, &mut jobs, &mut closes);
+        jobs.push(first);
         while jobs.len() < MAX_JOBS_PER_SYNC {
             match rx.try_recv() {
-                Ok(job) => take(job, &mut jobs, &mut closes),
+                Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
         let Some(db) = db.upgrade() else {
-            for (_, done, _) in jobs.drain(..) {
-                done(Err(Error::Closed));
-            }
-            for reply in closes.drain(..) {
-                let _ = reply.send(Err(Error::Closed));
+            for job in jobs.drain(..) {
+                (job.done)(Err(Error::Closed));
             }
             continue;
         };
         let mut entries = 0usize;
         let mut failed: Option<Error> = None;
         let mut results: Vec<Result<()>> = Vec::with_capacity(jobs.len());
-        for (batch, _, _) in jobs.iter_mut() {
+        for job in jobs.iter_mut() {
             // Once a write failed, later jobs are not written (their order relative to the failed
             // one must be kept), and all of them fail.
             if let Some(err) = &failed {
                 results.push(Err(err.clone()));
                 continue;
             }
-            entries += batch.len();
-            let batch = std::mem::take(batch);
+            entries += job.batch.len();
+            let batch = std::mem::take(&mut job.batch);
             let written = match journal.as_mut() {
                 Some(j) => j.append(batch.data()),
                 None => Ok(()),
@@ -188,26 +170,16 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool, mut journal: Opt
                 metrics::FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
             }
         }
-        // Segment closes answer after the jobs queued before them are written.
-        for reply in closes.drain(..) {
-            let closed = match journal.as_mut() {
-                Some(j) => j.close_current(),
-                None => Ok(()),
-            };
-            let _ = reply.send(closed);
-        }
-        if !jobs.is_empty() {
-            metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
-            metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
-        }
+        metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
+        metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
         // Let go of the database before waking the waiters: one of them may drop the last
         // `Store`, and the database must then close on that thread, not on this one after the
         // process began to exit (RocksDB aborts with "pthread lock: Invalid argument" when it
         // closes during static destruction).
         drop(db);
-        for ((_, done, submitted), result) in jobs.drain(..).zip(results) {
-            metrics::LOG_WRITE_SECONDS.observe(submitted.elapsed().as_secs_f64());
-            done(result);
+        for (job, result) in jobs.drain(..).zip(results) {
+            metrics::LOG_WRITE_SECONDS.observe(job.submitted.elapsed().as_secs_f64());
+            (job.done)(result);
         }
     }
 }
