@@ -212,6 +212,10 @@ impl Pool {
                 tracing::debug!(path = %path.display(), len, "journal segment grown");
             }
         }
+        if !reused {
+            // The new file's directory entry must survive a crash with the records synced in it.
+            sync_dir(&self.dir)?;
+        }
         Ok((file, path))
     }
 
@@ -237,16 +241,14 @@ impl Pool {
         };
         crate::flush_all(db)?;
         loop {
-            let next = {
-                let mut files = self.lock();
-                match files.closed.front() {
-                    Some((generation, _)) if *generation <= upto => files.closed.pop_front(),
-                    _ => None,
-                }
+            // The oldest closed segment stays first in the list until it is marked free on
+            // disk: if that fails, no later one is freed before it (freeing out of order could
+            // let a replay apply a write whose later delete is gone).
+            let next = match self.lock().closed.front() {
+                Some((generation, path)) if *generation <= upto => (*generation, path.clone()),
+                _ => break,
             };
-            let Some((generation, path)) = next else {
-                break;
-            };
+            let (generation, path) = next;
             // Marked free on disk before it can be reused: a crash from here on does not
             // replay it (its writes are in SST files).
             let file = OpenOptions::new()
@@ -256,7 +258,9 @@ impl Pool {
             file.write_all_at(&header_bytes(generation, false), 0)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| io_err("free", &path, e))?;
-            self.lock().free.push(path);
+            let mut files = self.lock();
+            files.closed.pop_front();
+            files.free.push(path);
         }
         metrics::JOURNAL_CHECKPOINTS.inc();
         Ok(())
