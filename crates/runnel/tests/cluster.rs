@@ -51,6 +51,18 @@ async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb::Rec
 
 /// Every record of `stream` as data (UTF-8) → (shard, sequence number), the shape writers
 /// record what was acknowledged in.
+/// Creates `name` and waits until it is active.
+async fn create_active(client: &Client, name: &str, shards: u32, retention_hours: u32) {
+    client
+        .create_stream(name, shards, retention_hours)
+        .await
+        .unwrap();
+    client
+        .wait_active(name, Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
 async fn read_back(client: &Client, stream: &str) -> BTreeMap<String, (String, String)> {
     let mut got = BTreeMap::new();
     for (shard, recs) in read_all(client, stream).await {
@@ -486,10 +498,7 @@ async fn full_cluster_restart_keeps_all_data() {
     let mut cluster = TestCluster::start(3);
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c = cluster.client(2);
-    c.create_stream("keep", 2, 48).await.unwrap();
-    c.wait_active("keep", Duration::from_secs(60))
-        .await
-        .unwrap();
+    create_active(&c, "keep", 2, 48).await;
     let mut written = BTreeMap::new();
     for i in 0..200 {
         let entries: Vec<(String, Vec<u8>)> = (0..5)
@@ -565,10 +574,7 @@ async fn lagging_replica_catches_up_from_a_snapshot() {
         TestCluster::start_with(3, "[raft]\nshard_snapshot_logs = 50\nlogs_to_keep = 10\n");
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c = cluster.client(0);
-    c.create_stream("snap", 1, 0).await.unwrap();
-    c.wait_active("snap", Duration::from_secs(60))
-        .await
-        .unwrap();
+    create_active(&c, "snap", 1, 0).await;
     let status = c.cluster_status().await.unwrap();
     let g = status
         .groups
@@ -743,10 +749,7 @@ async fn nodes_on_different_raft_transports_replicate_and_fail_over() {
     });
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c = cluster.client(1);
-    c.create_stream("mixed", 6, 0).await.unwrap();
-    c.wait_active("mixed", Duration::from_secs(60))
-        .await
-        .unwrap();
+    create_active(&c, "mixed", 6, 0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut written = put_spread(&c, "mixed", "first", 60, deadline).await;
     let led: Vec<f64> = cluster
@@ -775,10 +778,7 @@ async fn idle_groups_go_quiet_wake_for_writes_and_fail_over() {
     let mut cluster = TestCluster::start_with(3, "[raft]\nquiesce_idle_ms = 1000\n");
     cluster.wait_ready(Duration::from_secs(60)).await;
     let c = cluster.client(0);
-    c.create_stream("quiet", 3, 0).await.unwrap();
-    c.wait_active("quiet", Duration::from_secs(60))
-        .await
-        .unwrap();
+    create_active(&c, "quiet", 3, 0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut written = put_spread(&c, "quiet", "first", 30, deadline).await;
 

@@ -639,14 +639,7 @@ mod tests {
         let batch = store
             .log_append_batch(group, &[(index, bytes.to_vec())])
             .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        store.log_writer().submit(
-            batch,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv().unwrap().unwrap();
+        store.log_writer().write_blocking(batch).unwrap();
     }
 
     fn segment_files(dir: &Path) -> usize {

@@ -20,7 +20,7 @@ use std::time::Instant;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Pool};
+use crate::journal::Journal;
 use crate::metrics;
 
 /// Completion callback of a submitted job.
@@ -36,15 +36,6 @@ struct Job {
 /// finished the jobs already queued.
 pub struct LogWriter {
     tx: mpsc::Sender<Job>,
-    pool: Option<Arc<Pool>>,
-}
-
-impl Drop for LogWriter {
-    fn drop(&mut self) {
-        if let Some(pool) = &self.pool {
-            pool.stop();
-        }
-    }
 }
 
 /// Most jobs written under one fsync.
@@ -57,18 +48,17 @@ impl LogWriter {
         journal: Option<Journal>,
     ) -> Result<LogWriter> {
         let (tx, rx) = mpsc::channel::<Job>();
-        let pool = journal.as_ref().map(|j| j.pool().clone());
         // The threads hold the DB weakly: the DB closes as soon as the last `Store` is dropped
         // (RocksDB must be closed before the process exits).
-        if let Some(pool) = &pool {
-            crate::journal::start_checkpoints(pool.clone(), Arc::downgrade(&db))?;
+        if let Some(journal) = &journal {
+            crate::journal::start_checkpoints(journal.pool().clone(), Arc::downgrade(&db))?;
         }
         let db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("runnel-log-writer".into())
             .spawn(move || run(db, rx, skip_fsync, journal))
             .map_err(|e| Error::Io(format!("cannot start log writer thread: {e}")))?;
-        Ok(LogWriter { tx, pool })
+        Ok(LogWriter { tx })
     }
 
     /// Queues `batch`; `done` runs after it is durable (or with the error that prevented it).
@@ -181,5 +171,9 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool, mut journal: Opt
             metrics::LOG_WRITE_SECONDS.observe(job.submitted.elapsed().as_secs_f64());
             (job.done)(result);
         }
+    }
+    // Every `LogWriter` handle is gone: the checkpoint thread stops too.
+    if let Some(journal) = &journal {
+        journal.pool().stop();
     }
 }
