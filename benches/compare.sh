@@ -12,6 +12,9 @@
 #          --quick skips it unless given)
 #          --out DIR (results; default bench-results/<timestamp>)
 #          --random-data (incompressible record data instead of `x` bytes after a 16-byte header)
+#          --threads T (threads each server node may run its work on, the same for both systems:
+#          Runnel's `worker_threads`, NATS's GOMAXPROCS; default: the machine's cores divided
+#          among the 3 nodes, at least 1; 0 leaves both at their defaults, one per core)
 #
 # Per record size and system: throughput at saturation (closed loop, P producers x W records in
 # flight each), then latency at half of that system's own saturation rate (open loop, consumers
@@ -31,6 +34,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 quick=0 runs=3 secs=15 warmup=3 producers=4 inflight=64 shards=4 sizes="1024 100" low="" out=""
+threads=$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))
 data_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,7 +49,8 @@ while [ $# -gt 0 ]; do
     --low-rate) low="$2"; shift ;;
     --out) out="$2"; shift ;;
     --random-data) data_args=(--random-data) ;;
-    -h|--help) sed -n 2,28p "$0"; exit 0 ;;
+    --threads) threads="$2"; shift ;;
+    -h|--help) sed -n 2,31p "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -84,12 +89,17 @@ cleanup() {
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
+  # The servers' logs stay with the results (a slow second can then be looked up).
+  mkdir -p "$out/server-logs"
+  cp "$DIR"/runnel/node*.log "$DIR"/nats*.log "$out/server-logs/" 2>/dev/null || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 
 # --- Runnel: 3 nodes on loopback, per-shard limits off (the generator must not measure them).
 export RUNNEL_CLUSTER_DIR="$DIR/runnel" RUNNEL_BIN="$BIN/runnel"
+# Three nodes share this machine: each gets the same thread budget as a NATS node (below).
+export RUNNEL_WORKER_THREADS="$threads"
 export RUNNEL_NODE_EXTRA_TOML=$'[limits]\nshard_write_bytes_per_sec = 0\nshard_write_records_per_sec = 0\nshard_reads_per_sec = 0\nshard_read_bytes_per_sec = 0'
 cluster/local-cluster.sh start 3 >/dev/null
 for port in 4567 4568 4569; do
@@ -112,7 +122,11 @@ cluster {
   routes: [ nats-route://127.0.0.1:6222, nats-route://127.0.0.1:6223, nats-route://127.0.0.1:6224 ]
 }
 CONF
-  nohup nats-server -c "$DIR/nats$i.conf" > "$DIR/nats$i.log" 2>&1 &
+  if [ "$threads" -gt 0 ]; then
+    GOMAXPROCS="$threads" nohup nats-server -c "$DIR/nats$i.conf" > "$DIR/nats$i.log" 2>&1 &
+  else
+    nohup nats-server -c "$DIR/nats$i.conf" > "$DIR/nats$i.log" 2>&1 &
+  fi
   nats_pids+=($!)
 done
 for port in 8222 8223 8224; do
@@ -172,6 +186,7 @@ PY
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "nats-server $(nats-server --version | awk '{print $2}'); runnel $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo +changes)"
   echo "producers $producers x in-flight $inflight, shards/streams $shards, runs $runs x ${secs}s (+${warmup}s warm-up)"
+  echo "threads per server node: $([ "$threads" -gt 0 ] && echo "$threads (Runnel worker_threads, NATS GOMAXPROCS)" || echo "each system's default (one per core)")"
 } | tee "$out/setup.txt" >&2
 
 systems="runnel runnel-stream runnel-producer nats"
