@@ -92,6 +92,9 @@ cleanup() {
   # The servers' logs stay with the results (a slow second can then be looked up).
   mkdir -p "$out/server-logs"
   cp "$DIR"/runnel/node*.log "$DIR"/nats*.log "$out/server-logs/" 2>/dev/null || true
+  for i in 1 2 3; do  # RocksDB's event log: flushes, compactions, stalls, with times
+    cp "$DIR/runnel/node$i/LOG" "$out/server-logs/node$i.rocksdb.LOG" 2>/dev/null || true
+  done
   rm -rf "$DIR"
 }
 trap cleanup EXIT
