@@ -162,6 +162,7 @@ panel("Bytes on disk per stream",
       [(f"sum by (stream) (runnel_storage_stream_bytes{{{STREAM}}})", "{{stream}}")], unit="bytes", x=0, w=8)
 panel("RocksDB: SST, memtables, pending compaction",
       [('runnel_rocksdb{figure="sst_bytes"}', "{{instance}} sst"),
+       ('runnel_rocksdb{figure="blob_bytes"}', "{{instance}} blob files"),
        ('runnel_rocksdb{figure="memtable_bytes"}', "{{instance}} memtables"),
        ('runnel_rocksdb{figure="pending_compaction_bytes"}', "{{instance}} pending compaction")],
       unit="bytes", x=8, w=8)
@@ -176,6 +177,11 @@ panel("CPU (cores)", [("rate(runnel_process_cpu_seconds_total[$__rate_interval])
 panel("Resident memory", [('runnel_process{figure="resident_bytes"}', "{{instance}}")], unit="bytes", x=8, w=8)
 panel("Open files", [('runnel_process{figure="open_fds"}', "{{instance}}"),
                      ('runnel_process{figure="max_fds"}', "{{instance}} limit")], x=16, w=8)
+panel("Runtime lag p99 / max bucket", [(q("runnel_runtime_lag_seconds", "instance", 0.99), "{{instance}} p99"),
+                                       (q("runnel_runtime_lag_seconds", "instance", 1.0), "{{instance}} max")],
+      unit="s", x=0, w=8,
+      desc="How late the node's async runtime woke a task due every 50 ms: its workers were all busy "
+           "or one was blocked. Every request and Raft message on the node waited as long.")
 
 dashboard = {
     "title": "Runnel",

@@ -16,6 +16,7 @@ mod forward;
 mod http;
 pub mod internal;
 pub mod kinesis;
+pub mod lag;
 pub mod meta;
 pub mod metrics;
 pub mod node;

@@ -561,6 +561,15 @@ pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// How late the async runtime woke a task that was due (see `Node::lag_loop`).
+pub static RUNTIME_LAG: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "runnel_runtime_lag_seconds",
+        "How late the node's async runtime woke a timer task due every 50 ms: the time its workers were all busy or blocked",
+        latency_buckets(),
+    )
+});
+
 /// Records per proposed shard entry.
 pub static ENTRY_RECORDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(

@@ -10,7 +10,8 @@
 //!
 //! Background loops: metadata bootstrap (the lowest node id initializes the metadata group; its
 //! leader writes the cluster identity once), the reconciler (makes the local replicas match the
-//! metadata: starts, initializes, reports ready, stops and destroys) and retention trimming.
+//! metadata: starts, initializes, reports ready, stops and destroys), retention trimming, the
+//! metrics refresh, quiescing of idle groups and the runtime lag probe (`crate::lag`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -360,6 +361,7 @@ impl Node {
         node.spawn(Node::retention_loop(node.clone()));
         node.spawn(Node::metrics_loop(node.clone()));
         node.spawn(Node::quiesce_loop(node.clone()));
+        node.spawn(crate::lag::run(node.config.node_id, node.shutdown_signal()));
         Ok(node)
     }
 
