@@ -561,7 +561,7 @@ pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
-/// How late the async runtime woke a task that was due (see `Node::lag_loop`).
+/// How late the async runtime woke a task that was due (see [`crate::lag`]).
 pub static RUNTIME_LAG: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "runnel_runtime_lag_seconds",
