@@ -49,8 +49,6 @@ async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb::Rec
     out
 }
 
-/// Every record of `stream` as data (UTF-8) → (shard, sequence number), the shape writers
-/// record what was acknowledged in.
 /// Creates `name` and waits until it is active.
 async fn create_active(client: &Client, name: &str, shards: u32, retention_hours: u32) {
     client
@@ -63,6 +61,8 @@ async fn create_active(client: &Client, name: &str, shards: u32, retention_hours
         .unwrap();
 }
 
+/// Every record of `stream` as data (UTF-8) → (shard, sequence number), the shape writers
+/// record what was acknowledged in.
 async fn read_back(client: &Client, stream: &str) -> BTreeMap<String, (String, String)> {
     let mut got = BTreeMap::new();
     for (shard, recs) in read_all(client, stream).await {

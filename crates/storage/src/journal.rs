@@ -244,11 +244,10 @@ impl Pool {
             // The oldest closed segment stays first in the list until it is marked free on
             // disk: if that fails, no later one is freed before it (freeing out of order could
             // let a replay apply a write whose later delete is gone).
-            let next = match self.lock().closed.front() {
+            let (generation, path) = match self.lock().closed.front() {
                 Some((generation, path)) if *generation <= upto => (*generation, path.clone()),
                 _ => break,
             };
-            let (generation, path) = next;
             // Marked free on disk before it can be reused: a crash from here on does not
             // replay it (its writes are in SST files).
             let file = OpenOptions::new()
