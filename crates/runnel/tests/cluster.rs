@@ -752,20 +752,29 @@ async fn nodes_on_different_raft_transports_replicate_and_fail_over() {
     create_active(&c, "mixed", 6, 0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut written = put_spread(&c, "mixed", "first", 60, deadline).await;
-    let led: Vec<f64> = cluster
-        .nodes
-        .iter()
-        .map(|n| metric_sum(n.http, "runnel_raft_groups_led"))
-        .collect();
-    let sent: Vec<f64> = cluster
-        .nodes
-        .iter()
-        .map(|n| metric_sum(n.http, "runnel_raft_rpc_seconds_count{kind=\"append\"}"))
-        .collect();
-    assert!(
-        led.iter().all(|l| *l >= 1.0) && sent.iter().all(|s| *s >= 1.0),
-        "every node should lead a group and send entries: led {led:?}, appends sent {sent:?}"
-    );
+    // The Raft gauges are refreshed once a second, so a node that just won its elections may
+    // not show them yet: poll until every node shows a led group and sent appends.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let led: Vec<f64> = cluster
+            .nodes
+            .iter()
+            .map(|n| metric_sum(n.http, "runnel_raft_groups_led"))
+            .collect();
+        let sent: Vec<f64> = cluster
+            .nodes
+            .iter()
+            .map(|n| metric_sum(n.http, "runnel_raft_rpc_seconds_count{kind=\"append\"}"))
+            .collect();
+        if led.iter().all(|l| *l >= 1.0) && sent.iter().all(|s| *s >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every node should lead a group and send entries: led {led:?}, appends sent {sent:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     cluster.kill(0);
     let deadline = Instant::now() + Duration::from_secs(60);
