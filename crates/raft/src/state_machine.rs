@@ -376,8 +376,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .batch_put_state(&mut batch, self.group, StateKey::SnapshotMeta, &stored)
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.store
-            .write_sync(batch)
+        // The batch holds every record of the snapshot and waits for a WAL sync: written off
+        // the runtime's threads.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.write_sync(batch))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.applied = applied;
         self.publish();
@@ -460,19 +464,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilderHandle {
             last_arrival_ms: self.last_arrival_ms,
         };
         let bytes = encode(&stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        if stored.data.is_none() {
-            // Shard applies skip the WAL. Once this snapshot exists openraft may purge the log
-            // up to it, so what was applied up to the cut must be on disk first.
-            // The flush waits for RocksDB's background flush: off the runtime's threads.
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.flush_applied())
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        }
-        self.store
-            .put_state(self.group, StateKey::SnapshotMeta, &bytes, true)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // Shard applies skip the WAL. Once this snapshot exists openraft may purge the log up
+        // to it, so what was applied up to the cut must be on disk first. The flush waits for
+        // RocksDB's background flush and the metadata write for a WAL sync: both off the
+        // runtime's threads, where they held up every group of the node meanwhile. (The
+        // metadata goes through the WAL, as `install_snapshot` writes it: a key is written
+        // through one log only; docs/design.md, "Durability and group commit".)
+        let (store, group, flush) = (self.store.clone(), self.group, stored.data.is_none());
+        tokio::task::spawn_blocking(move || {
+            if flush {
+                store.flush_applied()?;
+            }
+            store.put_state(group, StateKey::SnapshotMeta, &bytes, true)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         // openraft keeps only the metadata of a snapshot it had built (the data is dropped), so
         // a shard's is left empty here: reading every retained record of the shard into memory
         // at each snapshot (every `shard_snapshot_logs` entries, on every replica) only to drop

@@ -705,11 +705,17 @@ impl Store {
         flush_all(self.db())
     }
 
-    /// Writes a prepared batch with fsync.
+    /// Writes a prepared batch and makes it durable: written through RocksDB's write queue
+    /// without a sync, then the WAL is synced outside that queue. (A write with `sync` set holds
+    /// the queue for its fsync, so every other writer of the node, the log writer's memtable
+    /// inserts and the applies, would wait for it.) Blocks for an fsync: call it off the async
+    /// runtime's threads.
     pub fn write_sync(&self, batch: WriteBatch) -> Result<()> {
+        let db = self.db();
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        Ok(self.db().write_opt(batch, &wo)?)
+        wo.set_sync(false);
+        db.write_opt(batch, &wo)?;
+        Ok(db.flush_wal(true)?)
     }
 
     /// Reads up to `max_records` records of `group` starting at `from` and strictly before
