@@ -15,13 +15,16 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::metrics;
+
+/// A round (writes and sync) slower than this is logged: it holds up every group of the node.
+const SLOW_ROUND: Duration = Duration::from_millis(100);
 
 /// Completion callback of a submitted job.
 pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
@@ -117,6 +120,8 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool, mut journal: Opt
             }
             continue;
         };
+        let round_started = Instant::now();
+        let mut sync_took = Duration::ZERO;
         let mut entries = 0usize;
         let mut failed: Option<Error> = None;
         let mut results: Vec<Result<()>> = Vec::with_capacity(jobs.len());
@@ -156,9 +161,20 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Job>, skip_fsync: bool, mut journal: Opt
                     }
                 }
             }
+            sync_took = started.elapsed();
             if !skip_fsync {
-                metrics::FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+                metrics::FSYNC_SECONDS.observe(sync_took.as_secs_f64());
             }
+        }
+        let round_took = round_started.elapsed();
+        if round_took > SLOW_ROUND {
+            tracing::warn!(
+                write_ms = (round_took - sync_took).as_millis() as u64,
+                sync_ms = sync_took.as_millis() as u64,
+                jobs = jobs.len(),
+                entries,
+                "slow log write round: every group of the node waited for it"
+            );
         }
         metrics::SYNC_BATCH_JOBS.observe(jobs.len() as f64);
         metrics::SYNC_BATCH_ENTRIES.observe(entries as f64);
