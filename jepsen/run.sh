@@ -65,6 +65,8 @@ if [ "$scenario" = ci ]; then
   done
   # Writes in bursts: shard groups go quiet between them, so leaders of quiet groups get killed.
   if one leader-kill --time-limit 30 --bursts "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+  # Snapshots every 100 entries: power cuts also hit snapshot builds, log purges and installs.
+  if one power-loss --time-limit 30 --snapshot-logs 100 "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
   for spec in "leader-kill drop-applied-records divergence" \
               "pause reuse-sequence-numbers inconsistent-offsets" \
               "partition-majority drop-applied-records divergence" \

@@ -101,6 +101,8 @@ pub struct Options {
     /// Producers write in bursts (see [`BURST`]) and idle shard groups quiesce after 1 s, so
     /// faults also hit quiet groups.
     pub bursts: bool,
+    /// Shard snapshots every this many log entries, keeping 10 below (0: the server's default).
+    pub snapshot_logs: u64,
 }
 
 /// With `bursts`: producers write for the first `BURST.0` of every `BURST.1`.
@@ -167,7 +169,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         ..Default::default()
     };
     if opts.bursts {
-        copts.raft = "quiesce_idle_ms = 1000".into();
+        copts.raft = "quiesce_idle_ms = 1000\n".into();
+    }
+    if opts.snapshot_logs > 0 {
+        copts.raft += &format!(
+            "shard_snapshot_logs = {}\nlogs_to_keep = 10\n",
+            opts.snapshot_logs
+        );
     }
     match opts.bug {
         Some(Bug::DropAppliedRecords) => {

@@ -60,6 +60,11 @@ enum Cmd {
         /// 1 s, so faults also hit quiet groups.
         #[arg(long)]
         bursts: bool,
+        /// Every shard replica builds a snapshot each N log entries and purges its log below it
+        /// (keeping 10), so faults also hit snapshots, purges and snapshot installs. 0: the
+        /// server's default (20,000, which a run rarely reaches).
+        #[arg(long, default_value_t = 0)]
+        snapshot_logs: u64,
     },
     /// Check a JSON-lines history.
     Check {
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
             bug,
             net,
             bursts,
+            snapshot_logs,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -135,6 +141,7 @@ fn main() -> ExitCode {
                 bug,
                 net,
                 bursts,
+                snapshot_logs,
             };
             // Ctrl-C or SIGTERM abandons the run; dropping the runtime drops every task and so
             // the cluster, which stops every node and proxy.
