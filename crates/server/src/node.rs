@@ -1247,13 +1247,27 @@ impl Node {
                 let deadline = tokio::time::Instant::now() + wait;
                 let mut f = f;
                 loop {
-                    match store.read_records(
-                        group,
-                        from,
-                        f.end,
-                        req.max_records as usize,
-                        req.max_bytes,
-                    ) {
+                    let (max_records, max_bytes) = (req.max_records as usize, req.max_bytes);
+                    // Recent blocks come from memory; older ones from RocksDB, which may wait for
+                    // the disk: off the runtime's threads (a consumer far behind would otherwise
+                    // stop every other task of this worker meanwhile).
+                    let read =
+                        match store.read_recent_records(group, from, f.end, max_records, max_bytes)
+                        {
+                            Some(read) => read,
+                            None => {
+                                let (store, end) = (store.clone(), f.end);
+                                match tokio::task::spawn_blocking(move || {
+                                    store.read_records(group, from, end, max_records, max_bytes)
+                                })
+                                .await
+                                {
+                                    Ok(read) => read,
+                                    Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
+                                }
+                            }
+                        };
+                    match read {
                         Ok(r) => out.records = r,
                         Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
                     }

@@ -729,20 +729,11 @@ impl Store {
         max_records: usize,
         max_bytes: u64,
     ) -> Result<Vec<(Position, StoredRecord)>> {
-        if from >= end || max_records == 0 {
-            return Ok(Vec::new());
-        }
-        // `end` is exclusive; its own entry is read when records of it lie before it.
-        let last = if end.sub == 0 {
-            end.log_index
-        } else {
-            end.log_index.saturating_add(1)
-        };
-        if let Some(hit) = self.inner.recent.read(group, from.log_index, last) {
-            metrics::recent_read(true);
-            return collect_records(hit.into_iter().map(Ok), from, end, max_records, max_bytes);
+        if let Some(read) = self.read_recent_records(group, from, end, max_records, max_bytes) {
+            return read;
         }
         metrics::recent_read(false);
+        let last = last_entry(end);
         let cf = self.cf(CF_ENTRIES)?;
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(entry_key(group, last).to_vec());
@@ -756,6 +747,34 @@ impl Store {
                 Ok((log_index, bytes::Bytes::from(v.into_vec())))
             });
         collect_records(iter, from, end, max_records, max_bytes)
+    }
+
+    /// [`Store::read_records`] answered from the recently applied blocks in memory only: `None`
+    /// when they do not cover the range, which must then be read from RocksDB, a read that may
+    /// wait for the disk (so not on an async runtime's threads). Never blocks.
+    pub fn read_recent_records(
+        &self,
+        group: u64,
+        from: Position,
+        end: Position,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Option<Result<Vec<(Position, StoredRecord)>>> {
+        if from >= end || max_records == 0 {
+            return Some(Ok(Vec::new()));
+        }
+        let hit = self
+            .inner
+            .recent
+            .read(group, from.log_index, last_entry(end))?;
+        metrics::recent_read(true);
+        Some(collect_records(
+            hit.into_iter().map(Ok),
+            from,
+            end,
+            max_records,
+            max_bytes,
+        ))
     }
 
     /// The position of the first record whose arrival time is >= `ts_ms`, or `None` if no record
@@ -907,6 +926,16 @@ pub(crate) fn flush_all(db: &DB) -> Result<()> {
     let mut fo = rocksdb::FlushOptions::default();
     fo.set_wait(true);
     Ok(db.flush_cfs_opt(&cfs, &fo)?)
+}
+
+/// The last entry a read ending at `end` (exclusive) must look at: its own entry when records
+/// of it lie before it.
+fn last_entry(end: Position) -> u64 {
+    if end.sub == 0 {
+        end.log_index
+    } else {
+        end.log_index.saturating_add(1)
+    }
 }
 
 /// The records of entry blocks (`(log index, block)`, increasing index) from `from` and before
