@@ -263,13 +263,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(Some(entries)) = self.with_cache(|c| c.get(start, end)) {
             return Ok(entries);
         }
-        let rows = self
-            .store
-            .log_range(self.group, start, end)
-            .map_err(read_err)?;
-        rows.into_iter()
-            .map(|(_, bytes)| decode_row(&self.store, self.group, &bytes))
-            .collect()
+        // Not in the cache (a lagging follower's range, entries too large for it, a restart):
+        // the rows, and the entry blocks of applied entries, come from RocksDB and may wait for
+        // the disk, so they are read off the runtime's threads (openraft's replication and
+        // apply tasks call this on them).
+        let (store, group) = (self.store.clone(), self.group);
+        tokio::task::spawn_blocking(move || {
+            let rows = store.log_range(group, start, end).map_err(read_err)?;
+            rows.into_iter()
+                .map(|(_, bytes)| decode_row(&store, group, &bytes))
+                .collect()
+        })
+        .await
+        .map_err(read_err)?
     }
 }
 
