@@ -84,6 +84,24 @@ fn spawn_child(test: &str, env: &str, dir: &std::path::Path) -> std::process::Ch
 
 /// Appends in a child, SIGKILLs it, reopens (in the same mode) and checks every acknowledged
 /// entry. `test` is the calling test's name (the child runs it again).
+/// Reads the child's `<prefix>n` lines until one reports `n >= enough` (or 60 s passed);
+/// returns the last `n` reported (0 if none).
+fn last_report(proc: &mut std::process::Child, prefix: &str, enough: u64) -> u64 {
+    let stdout = proc.stdout.take().unwrap();
+    let mut last = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            last = rest.parse().unwrap();
+        }
+        if last >= enough || Instant::now() > deadline {
+            break;
+        }
+    }
+    last
+}
+
 fn appends_survive_sigkill(test: &str, mode: &str) {
     if let Ok(dir) = std::env::var("RUNNEL_CRASH_CHILD") {
         child(&dir, mode);
@@ -196,20 +214,9 @@ fn applied_records_and_applied_index_stay_together_through_sigkill() {
         "RUNNEL_APPLY_CRASH_CHILD",
         dir.path(),
     );
-    let stdout = proc.stdout.take().unwrap();
-    let mut flushed = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("FLUSHED ") {
-            flushed = rest.parse().unwrap();
-        }
-        // Several flushes, then a kill between two of them (applies after the last flush are
-        // in memtables only).
-        if flushed >= 3_000 || Instant::now() > deadline {
-            break;
-        }
-    }
+    // Several flushes, then a kill between two of them (applies after the last flush are in
+    // memtables only).
+    let flushed = last_report(&mut proc, "FLUSHED ", 3_000);
     std::thread::sleep(Duration::from_millis(150));
     proc.kill().unwrap();
     proc.wait().unwrap();
@@ -315,18 +322,7 @@ fn synced_state_writes_survive_sigkill() {
         "RUNNEL_SYNC_CRASH_CHILD",
         dir.path(),
     );
-    let stdout = proc.stdout.take().unwrap();
-    let mut synced = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("SYNCED ") {
-            synced = rest.parse().unwrap();
-        }
-        if synced >= 300 || Instant::now() > deadline {
-            break;
-        }
-    }
+    let synced = last_report(&mut proc, "SYNCED ", 300);
     proc.kill().unwrap();
     proc.wait().unwrap();
     assert!(synced >= 300, "child synced only {synced} writes");
