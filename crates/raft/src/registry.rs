@@ -288,10 +288,9 @@ impl Registry {
         if destroy {
             // Deleting waits for a journal sync and a WAL sync: off the async workers (with one
             // worker per node, blocking it would stop every group on the node meanwhile).
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.destroy_group(group))
-                .await
-                .map_err(|e| Error::Raft(format!("destroying group {group}: {e}")))??;
+            self.store
+                .off_runtime(move |s| s.destroy_group(group))
+                .await?;
         }
         Ok(())
     }

@@ -378,10 +378,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         // The batch holds every record of the snapshot and waits for a WAL sync: written off
         // the runtime's threads.
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write_sync(batch))
+        self.store
+            .off_runtime(move |s| s.write_sync(batch))
             .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.applied = applied;
         self.publish();
@@ -470,16 +469,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilderHandle {
         // runtime's threads, where they held up every group of the node meanwhile. (The
         // metadata goes through the WAL, as `install_snapshot` writes it: a key is written
         // through one log only; docs/design.md, "Durability and group commit".)
-        let (store, group, flush) = (self.store.clone(), self.group, stored.data.is_none());
-        tokio::task::spawn_blocking(move || {
-            if flush {
-                store.flush_applied()?;
-            }
-            store.put_state(group, StateKey::SnapshotMeta, &bytes, true)
-        })
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (group, flush) = (self.group, stored.data.is_none());
+        self.store
+            .off_runtime(move |s| {
+                if flush {
+                    s.flush_applied()?;
+                }
+                s.put_state(group, StateKey::SnapshotMeta, &bytes, true)
+            })
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         // openraft keeps only the metadata of a snapshot it had built (the data is dropped), so
         // a shard's is left empty here: reading every retained record of the shard into memory
         // at each snapshot (every `shard_snapshot_logs` entries, on every replica) only to drop

@@ -1251,20 +1251,16 @@ impl Node {
                     // Recent blocks come from memory; older ones from RocksDB, which may wait for
                     // the disk: off the runtime's threads (a consumer far behind would otherwise
                     // stop every other task of this worker meanwhile).
+                    let end = f.end;
                     let read =
-                        match store.read_recent_records(group, from, f.end, max_records, max_bytes)
-                        {
+                        match store.read_recent_records(group, from, end, max_records, max_bytes) {
                             Some(read) => read,
                             None => {
-                                let (store, end) = (store.clone(), f.end);
-                                match tokio::task::spawn_blocking(move || {
-                                    store.read_records(group, from, end, max_records, max_bytes)
-                                })
-                                .await
-                                {
-                                    Ok(read) => read,
-                                    Err(e) => return Attempt::Fail(Error::Internal(e.to_string())),
-                                }
+                                store
+                                    .off_runtime(move |s| {
+                                        s.read_records(group, from, end, max_records, max_bytes)
+                                    })
+                                    .await
                             }
                         };
                     match read {

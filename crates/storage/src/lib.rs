@@ -699,6 +699,19 @@ impl Store {
         Ok(self.db().write_opt(batch, &wo)?)
     }
 
+    /// Runs `f` on this store in tokio's blocking pool, for calls that wait for the disk (syncs,
+    /// flushes, reads RocksDB may serve from disk): on an async runtime's thread they would stop
+    /// every other task of that thread meanwhile. Needs a tokio runtime.
+    pub async fn off_runtime<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Io(format!("blocking store call: {e}")))?
+    }
+
     /// Makes everything written with [`Store::write_applied`] durable: flushes the memtables of
     /// all column families (atomically) and waits for it.
     pub fn flush_applied(&self) -> Result<()> {
