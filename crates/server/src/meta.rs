@@ -350,19 +350,27 @@ impl MetaState {
                 self.next_uid = uid + 1;
                 let node_ids: Vec<u64> = self.nodes.keys().copied().collect();
                 let rf = self.replication_factor.max(1);
+                let mut leads = self.preferred_leader_counts();
                 let mut shards = Vec::with_capacity(shard_count as usize);
                 for (i, range) in initial_ranges(shard_count).into_iter().enumerate() {
                     let group = self.next_group;
                     self.next_group += 1;
                     let key = format!("{uid}/{i}");
-                    let replicas = runnel_placement::place_replicas(&key, &node_ids, rf)
-                        .into_iter()
-                        .map(|node| {
-                            let replica_id = self.next_replica;
-                            self.next_replica += 1;
-                            Replica { node, replica_id }
-                        })
-                        .collect();
+                    // Replica ids are handed out in ring order, then the replica that leads
+                    // the fewest open shards moves to the front (see `prefer_least_leading`).
+                    let mut replicas: Vec<Replica> =
+                        runnel_placement::place_replicas(&key, &node_ids, rf)
+                            .into_iter()
+                            .map(|node| {
+                                let replica_id = self.next_replica;
+                                self.next_replica += 1;
+                                Replica { node, replica_id }
+                            })
+                            .collect();
+                    prefer_least_leading(&mut replicas, &leads);
+                    if let Some(first) = replicas.first() {
+                        *leads.entry(first.node).or_default() += 1;
+                    }
                     shards.push(ShardMeta {
                         index: i as u64,
                         group,
@@ -507,6 +515,41 @@ impl MetaState {
                 .find(|sh| sh.group == group)
                 .map(|sh| (s, sh))
         })
+    }
+
+    /// How many open shards each node is the preferred leader (first replica) of.
+    fn preferred_leader_counts(&self) -> BTreeMap<u64, usize> {
+        let mut leads = BTreeMap::new();
+        for shard in self.streams.values().flat_map(|s| &s.shards) {
+            if shard.closed_ms.is_some() {
+                continue;
+            }
+            if let Some(first) = shard.replicas.first() {
+                *leads.entry(first.node).or_default() += 1;
+            }
+        }
+        leads
+    }
+}
+
+/// Moves to the front the replica whose node is the preferred leader of the fewest open shards
+/// (`leads`), the earliest in ring order among equals; the others keep their order.
+///
+/// The ring alone makes a node the first replica of a shard by chance: four shards on three
+/// nodes put all four first replicas on one node for one stream in ten. The first replica
+/// initializes the group and so is its leader until a failover, and a shard's leader does most
+/// of its work (client calls, replication, pushing to consumers), so a node that led most
+/// shards was the cluster's bottleneck. Only the order changes: the set of nodes is the ring's,
+/// and each node keeps the replica id it was given in ring order.
+fn prefer_least_leading(replicas: &mut [Replica], leads: &BTreeMap<u64, usize>) {
+    let count = |r: &Replica| leads.get(&r.node).copied().unwrap_or(0);
+    let best = replicas
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, r)| (count(r), *i))
+        .map(|(i, _)| i);
+    if let Some(i) = best {
+        replicas[..=i].rotate_right(1);
     }
 }
 
@@ -762,6 +805,70 @@ mod tests {
                 assert!(r.replica_id >= FIRST_REPLICA_ID);
             }
         }
+    }
+
+    /// Preferred leaders (first replicas) per node over all open shards.
+    fn leader_counts(s: &MetaState) -> BTreeMap<u64, usize> {
+        s.preferred_leader_counts()
+    }
+
+    #[test]
+    fn preferred_leaders_are_spread_evenly_and_replica_sets_follow_the_ring() {
+        let mut s = init(3);
+        for k in 0..10u64 {
+            assert_eq!(create(&mut s, 2 + k, &format!("s{k}"), 4), MetaReply::Ok);
+            // After every stream, no node is first for more than one shard above another.
+            let counts = leader_counts(&s);
+            let (lo, hi) = (
+                counts.values().min().copied().unwrap_or(0),
+                counts.values().max().copied().unwrap_or(0),
+            );
+            assert_eq!(counts.len(), 3, "{counts:?}");
+            assert!(hi - lo <= 1, "after stream {k}: {counts:?}");
+        }
+        for st in s.streams.values() {
+            for sh in &st.shards {
+                // The set of nodes is the ring's, and replica ids were handed out in ring order.
+                let key = format!("{}/{}", st.uid, sh.index);
+                let ring = runnel_placement::place_replicas(&key, &[1, 2, 3], 3);
+                let mut by_id = sh.replicas.clone();
+                by_id.sort_by_key(|r| r.replica_id);
+                let nodes: Vec<u64> = by_id.iter().map(|r| r.node).collect();
+                assert_eq!(nodes, ring, "shard {key}");
+            }
+        }
+        // Deleted streams' shards no longer count.
+        for k in 0..10u64 {
+            s.apply(
+                20 + k,
+                MetaCommand::DeleteStream {
+                    name: StreamName::parse(&format!("s{k}")).unwrap(),
+                },
+            );
+        }
+        assert!(leader_counts(&s).is_empty());
+        assert_eq!(create(&mut s, 40, "again", 3), MetaReply::Ok);
+        assert_eq!(
+            leader_counts(&s).values().copied().collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn prefer_least_leading_moves_only_the_chosen_replica() {
+        let r = |node| Replica {
+            node,
+            replica_id: 100 + node,
+        };
+        let mut v = vec![r(3), r(1), r(2)];
+        let leads = BTreeMap::from([(3, 2), (1, 2), (2, 1)]);
+        prefer_least_leading(&mut v, &leads);
+        assert_eq!(v, [r(2), r(3), r(1)]);
+        // Ties go to the earliest in ring order: nothing moves.
+        let mut v = vec![r(3), r(1), r(2)];
+        prefer_least_leading(&mut v, &BTreeMap::new());
+        assert_eq!(v, [r(3), r(1), r(2)]);
+        prefer_least_leading(&mut [], &leads);
     }
 
     #[test]
