@@ -539,8 +539,8 @@ impl MetaState {
 /// nodes put all four first replicas on one node for one stream in ten. The first replica
 /// initializes the group and so is its leader until a failover, and a shard's leader does most
 /// of its work (client calls, replication, pushing to consumers), so a node that led most
-/// shards was the cluster's bottleneck. Only the order changes: the set of nodes is the ring's,
-/// and each node keeps the replica id it was given in ring order.
+/// shards carried most of the cluster's work. Only the order changes: the set of nodes is the
+/// ring's, and each node keeps the replica id it was given in ring order.
 fn prefer_least_leading(replicas: &mut [Replica], leads: &BTreeMap<u64, usize>) {
     let count = |r: &Replica| leads.get(&r.node).copied().unwrap_or(0);
     let best = replicas
@@ -807,18 +807,13 @@ mod tests {
         }
     }
 
-    /// Preferred leaders (first replicas) per node over all open shards.
-    fn leader_counts(s: &MetaState) -> BTreeMap<u64, usize> {
-        s.preferred_leader_counts()
-    }
-
     #[test]
     fn preferred_leaders_are_spread_evenly_and_replica_sets_follow_the_ring() {
         let mut s = init(3);
         for k in 0..10u64 {
             assert_eq!(create(&mut s, 2 + k, &format!("s{k}"), 4), MetaReply::Ok);
             // After every stream, no node is first for more than one shard above another.
-            let counts = leader_counts(&s);
+            let counts = s.preferred_leader_counts();
             let (lo, hi) = (
                 counts.values().min().copied().unwrap_or(0),
                 counts.values().max().copied().unwrap_or(0),
@@ -846,10 +841,13 @@ mod tests {
                 },
             );
         }
-        assert!(leader_counts(&s).is_empty());
+        assert!(s.preferred_leader_counts().is_empty());
         assert_eq!(create(&mut s, 40, "again", 3), MetaReply::Ok);
         assert_eq!(
-            leader_counts(&s).values().copied().collect::<Vec<_>>(),
+            s.preferred_leader_counts()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
             [1, 1, 1]
         );
     }
