@@ -8,8 +8,12 @@
 //!
 //! * the result has exactly `min(rf, distinct nodes)` entries, all distinct, all taken from the input;
 //! * it depends only on the key and the *set* of node ids (not their order or duplicates);
-//! * the first entry is the preferred leader; adding or removing one node moves only about
-//!   `1/n` of the keys' preferred leaders.
+//! * adding or removing one node moves only about `1/n` of the keys' first entries.
+//!
+//! The ring's order is not the leader choice: the metadata's `CreateStream` keeps this set (and
+//! hands out replica ids in this order) but puts first the replica whose node leads the fewest
+//! open shards, since the ring alone piles leaders onto one node by chance
+//! (`runnel-server`'s `meta.rs`, `prefer_least_leading`).
 //!
 //! Ring positions are computed with a hash that is fixed here (FNV-1a mixed by a 64-bit finalizer,
 //! integers fed little-endian), so the result does not depend on the platform's endianness or on
@@ -35,7 +39,7 @@ pub fn default_replication_factor(node_count: usize) -> usize {
 
 /// Choose `rf` distinct nodes for the replica set of `key` (e.g. `"stream-uid/shard-index"`),
 /// seeded by a consistent-hash ring over `nodes` (with virtual nodes), deterministic for the same
-/// inputs. Returns `min(rf, distinct nodes)` distinct node ids, first = preferred leader. Empty
+/// inputs. Returns `min(rf, distinct nodes)` distinct node ids in ring order. Empty
 /// `nodes` gives an empty vector; duplicate ids are ignored.
 pub fn place_replicas(key: &str, nodes: &[NodeId], rf: usize) -> Vec<NodeId> {
     if nodes.is_empty() || rf == 0 {
