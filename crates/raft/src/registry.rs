@@ -124,7 +124,8 @@ pub(crate) struct Hosted {
     pub(crate) raft: Raft,
     pub(crate) replica: ReplicaId,
     pub(crate) kind: GroupKind,
-    info: GroupInfo,
+    /// Shared, so that a clone of the handle does not copy the stream name.
+    info: Arc<GroupInfo>,
     frontier: watch::Receiver<Frontier>,
     pub(crate) quiet: Arc<Quiet>,
 }
@@ -242,7 +243,7 @@ impl Registry {
             raft: raft.clone(),
             replica,
             kind: gkind,
-            info,
+            info: Arc::new(info),
             frontier,
             quiet: Arc::new(Quiet::default()),
         };
@@ -296,17 +297,23 @@ impl Registry {
     }
 
     pub(crate) fn hosted(&self, group: u64) -> Option<Hosted> {
-        self.groups.read().ok().and_then(|g| g.get(&group).cloned())
+        self.with_hosted(group, Hosted::clone)
+    }
+
+    /// Runs `f` on a hosted group under the read lock, without cloning its handle (a clone
+    /// copies the group's stream name: too much for what runs on every write).
+    fn with_hosted<T>(&self, group: u64, f: impl FnOnce(&Hosted) -> T) -> Option<T> {
+        self.groups.read().ok().and_then(|g| g.get(&group).map(f))
     }
 
     /// The Raft handle of a hosted group.
     pub fn raft(&self, group: u64) -> Option<Raft> {
-        self.hosted(group).map(|h| h.raft)
+        self.with_hosted(group, |h| h.raft.clone())
     }
 
     /// The applied frontier of a hosted group.
     pub fn frontier(&self, group: u64) -> Option<watch::Receiver<Frontier>> {
-        self.hosted(group).map(|h| h.frontier)
+        self.with_hosted(group, |h| h.frontier.clone())
     }
 
     /// Ids of the hosted groups with their replica ids.
@@ -355,7 +362,7 @@ impl Registry {
                 }
                 GroupStatus {
                     group,
-                    info: h.info.clone(),
+                    info: (*h.info).clone(),
                     kind: h.kind,
                     replica: h.replica,
                     leader_node: m.current_leader.as_ref().and_then(node_of),
@@ -376,15 +383,17 @@ impl Registry {
 
     /// Physical node id of the current leader of `group` as this node sees it.
     pub fn leader_node(&self, group: u64) -> Option<u64> {
-        let h = self.hosted(group)?;
-        // Borrowed, not cloned: this runs for every write (a clone of the metrics allocates).
-        let metrics = h.raft.metrics();
-        let m = metrics.borrow();
-        let leader = m.current_leader?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.node)
+        self.with_hosted(group, |h| {
+            // Borrowed, not cloned: this runs for every write (a clone of the metrics allocates).
+            let metrics = h.raft.metrics();
+            let m = metrics.borrow();
+            let leader = m.current_leader?;
+            m.membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.node)
+        })
+        .flatten()
     }
 
     /// True if the replica of `group` on this node is the leader.
@@ -394,10 +403,12 @@ impl Registry {
 
     /// The current term of `group` if this node leads it (as its local Raft sees it).
     pub fn leader_term(&self, group: u64) -> Option<u64> {
-        let h = self.hosted(group)?;
-        let m = h.raft.metrics();
-        let m = m.borrow();
-        (m.current_leader == Some(h.replica)).then_some(m.current_term)
+        self.with_hosted(group, |h| {
+            let m = h.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader == Some(h.replica)).then_some(m.current_term)
+        })
+        .flatten()
     }
 
     /// Handles an incoming Raft message (AppendEntries or Vote) for any group.

@@ -85,7 +85,7 @@ impl Pacer {
 /// An opened iterator with what a read at it needs.
 struct OpenRead {
     state: Arc<MetaState>,
-    stream: StreamMeta,
+    stream: Arc<StreamMeta>,
     token: IteratorToken,
     shard: ShardMeta,
     limit: u32,
@@ -217,10 +217,10 @@ impl Api {
     }
 
     /// A data-plane view of a stream: it must exist and accept data operations.
-    pub(crate) fn data_stream(state: &MetaState, name: &StreamName) -> Result<StreamMeta> {
-        let s = state.stream(name)?;
+    pub(crate) fn data_stream(state: &MetaState, name: &StreamName) -> Result<Arc<StreamMeta>> {
+        let s = state.stream_arc(name)?;
         match s.status {
-            StreamStatus::Active | StreamStatus::Updating => Ok(s.clone()),
+            StreamStatus::Active | StreamStatus::Updating => Ok(Arc::clone(s)),
             StreamStatus::Creating | StreamStatus::Deleting => Err(Error::ResourceNotFound(
                 format!("Stream {name} under account {} not found.", state.account),
             )),
@@ -230,7 +230,7 @@ impl Api {
     /// The metadata and the data-plane view of a stream. The local copy of the metadata is used
     /// when it knows the stream as active; otherwise (this node may not have applied a recent
     /// CreateStream yet) it is first brought up to the metadata leader's read index.
-    pub async fn data_view(&self, name: &StreamName) -> Result<(Arc<MetaState>, StreamMeta)> {
+    pub async fn data_view(&self, name: &StreamName) -> Result<(Arc<MetaState>, Arc<StreamMeta>)> {
         let state = self.node.state()?;
         if let Ok(s) = Self::data_stream(&state, name) {
             return Ok((state, s));
@@ -275,12 +275,9 @@ impl Api {
         }
     }
 
-    fn route(s: &StreamMeta, key: HashKey) -> Result<ShardMeta> {
-        let id = runnel_types::route(&s.open_ranges(), key)
-            .ok_or_else(|| Error::Internal(format!("no open shard covers hash key {key}")))?;
-        s.shard(id)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("shard {id} missing")))
+    fn route(s: &StreamMeta, key: HashKey) -> Result<&ShardMeta> {
+        s.route(key)
+            .ok_or_else(|| Error::Internal(format!("no open shard covers hash key {key}")))
     }
 
     /// Creates a stream (CREATING until every shard group has a leader).
@@ -393,7 +390,7 @@ impl Api {
             let shard = Self::route(stream, key)?;
             by_shard
                 .entry(shard.group)
-                .or_insert_with(|| (shard, Vec::new()))
+                .or_insert_with(|| (shard.clone(), Vec::new()))
                 .1
                 .push(i);
         }
@@ -427,7 +424,7 @@ impl Api {
                     metrics::incoming(
                         enhanced,
                         stream.name.as_str(),
-                        &shard.id().to_string(),
+                        shard.id(),
                         idxs.len() as u64,
                         bytes,
                     );
@@ -838,7 +835,7 @@ impl Api {
         metrics::incoming(
             metrics::Enhanced(&stream.enhanced_metrics),
             stream.name.as_str(),
-            &shard.id().to_string(),
+            shard.id(),
             1,
             bytes,
         );
@@ -1124,6 +1121,7 @@ impl Runnel for Api {
             let all: Vec<&StreamMeta> = state
                 .streams
                 .values()
+                .map(|s| &**s)
                 .filter(|s| {
                     req.exclusive_start_stream_name.is_empty()
                         || s.name.as_str() > req.exclusive_start_stream_name.as_str()

@@ -399,6 +399,7 @@ async fn dispatch(api: &Api, op: &'static str, input: In<'_>) -> Result<Value> {
             let rest: Vec<&StreamMeta> = state
                 .streams
                 .values()
+                .map(|s| &**s)
                 .filter(|s| after.as_deref().is_none_or(|a| s.name.as_str() > a))
                 .collect();
             let more = rest.len() > limit;

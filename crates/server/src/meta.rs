@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use runnel_raft::MetaApplier;
-use runnel_types::{initial_ranges, HashRange, Position, ShardId, StreamName};
+use runnel_types::{initial_ranges, HashKey, HashRange, Position, ShardId, StreamName};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -153,6 +153,16 @@ impl StreamMeta {
         v
     }
 
+    /// The open shard whose hash key range holds `key`: the same answer as
+    /// [`runnel_types::route`] over [`StreamMeta::open_ranges`], since open shards' ranges do not
+    /// overlap, found by a scan instead of an allocated and sorted table (this runs for every
+    /// record put).
+    pub fn route(&self, key: HashKey) -> Option<&ShardMeta> {
+        self.shards
+            .iter()
+            .find(|s| s.ending.is_none() && s.range.contains(key))
+    }
+
     /// The shard with this index.
     pub fn shard(&self, id: ShardId) -> Option<&ShardMeta> {
         self.shards.iter().find(|s| s.index == id.0)
@@ -171,7 +181,7 @@ pub struct MetaState {
     /// Replication factor of new shards.
     pub replication_factor: usize,
     /// Streams by name.
-    pub streams: BTreeMap<String, StreamMeta>,
+    pub streams: BTreeMap<String, Arc<StreamMeta>>,
     /// Next group id (0 is the metadata group).
     pub next_group: u64,
     /// Next stream incarnation id.
@@ -386,7 +396,7 @@ impl MetaState {
                 }
                 self.streams.insert(
                     name.as_str().to_string(),
-                    StreamMeta {
+                    Arc::new(StreamMeta {
                         name,
                         uid,
                         status: StreamStatus::Creating,
@@ -398,7 +408,7 @@ impl MetaState {
                         mode,
                         enhanced_metrics: BTreeSet::new(),
                         policy: None,
-                    },
+                    }),
                 );
                 MetaReply::Ok
             }
@@ -411,7 +421,7 @@ impl MetaState {
                 hours,
                 increase,
             } => {
-                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                let Some(s) = self.streams.get_mut(name.as_str()).map(Arc::make_mut) else {
                     return MetaReply::err(self.not_found(&name));
                 };
                 if increase && hours < s.retention_hours {
@@ -431,7 +441,7 @@ impl MetaState {
             }
             MetaCommand::UpdateTags { name, add, remove } => {
                 let account = self.account.clone();
-                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                let Some(s) = self.streams.get_mut(name.as_str()).map(Arc::make_mut) else {
                     return MetaReply::err(self.not_found(&name));
                 };
                 let mut tags = s.tags.clone();
@@ -452,7 +462,7 @@ impl MetaState {
                 metrics,
                 enable,
             } => {
-                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                let Some(s) = self.streams.get_mut(name.as_str()).map(Arc::make_mut) else {
                     return MetaReply::err(self.not_found(&name));
                 };
                 for m in metrics {
@@ -465,21 +475,26 @@ impl MetaState {
                 MetaReply::Ok
             }
             MetaCommand::SetPolicy { name, policy } => {
-                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                let Some(s) = self.streams.get_mut(name.as_str()).map(Arc::make_mut) else {
                     return MetaReply::err(self.not_found(&name));
                 };
                 s.policy = policy;
                 MetaReply::Ok
             }
             MetaCommand::SetMaxRecordSize { name, kib } => {
-                let Some(s) = self.streams.get_mut(name.as_str()) else {
+                let Some(s) = self.streams.get_mut(name.as_str()).map(Arc::make_mut) else {
                     return MetaReply::err(self.not_found(&name));
                 };
                 s.max_record_size_kib = kib;
                 MetaReply::Ok
             }
             MetaCommand::ShardReady { uid, group } => {
-                if let Some(s) = self.streams.values_mut().find(|s| s.uid == uid) {
+                if let Some(s) = self
+                    .streams
+                    .values_mut()
+                    .find(|s| s.uid == uid)
+                    .map(Arc::make_mut)
+                {
                     if let Some(sh) = s.shards.iter_mut().find(|sh| sh.group == group) {
                         sh.ready = true;
                     }
@@ -494,6 +509,11 @@ impl MetaState {
 
     /// Finds a stream by name.
     pub fn stream(&self, name: &StreamName) -> runnel_types::Result<&StreamMeta> {
+        self.stream_arc(name).map(|s| &**s)
+    }
+
+    /// Finds a stream by name; the handle is shared with this state (no copy of the stream).
+    pub fn stream_arc(&self, name: &StreamName) -> runnel_types::Result<&Arc<StreamMeta>> {
         self.streams
             .get(name.as_str())
             .ok_or_else(|| self.not_found(name))
@@ -513,7 +533,7 @@ impl MetaState {
             s.shards
                 .iter()
                 .find(|sh| sh.group == group)
-                .map(|sh| (s, sh))
+                .map(|sh| (&**s, sh))
         })
     }
 
@@ -655,6 +675,72 @@ mod tests {
             },
         );
         s
+    }
+
+    #[test]
+    fn route_agrees_with_the_sorted_range_table() {
+        let mut s = init(3);
+        assert_eq!(create(&mut s, 2, "r", 7), MetaReply::Ok);
+        let mut stream = (*s.streams["r"]).clone();
+        // Close shard 2 and put two children over its range, listed out of key order, as a
+        // split leaves them.
+        let parent = stream.shards[2].clone();
+        let mid = parent.range.start + (parent.range.end - parent.range.start) / 2;
+        stream.shards[2].ending = Some(Position {
+            log_index: 9,
+            sub: 0,
+        });
+        for (index, range) in [
+            (
+                8,
+                HashRange {
+                    start: mid + 1,
+                    end: parent.range.end,
+                },
+            ),
+            (
+                7,
+                HashRange {
+                    start: parent.range.start,
+                    end: mid,
+                },
+            ),
+        ] {
+            stream.shards.push(ShardMeta {
+                index,
+                group: 100 + index,
+                range,
+                parent: Some(parent.index),
+                ending: None,
+                ..parent.clone()
+            });
+        }
+        let table = stream.open_ranges();
+        let mut keys: Vec<u128> = vec![0, u128::MAX, mid, mid + 1];
+        for sh in &stream.shards {
+            keys.extend([
+                sh.range.start,
+                sh.range.end,
+                sh.range.start.saturating_sub(1),
+            ]);
+        }
+        let mut x: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                .wrapping_add(0x1405_7b7e_f767_814f);
+            keys.push(x);
+        }
+        for k in keys {
+            let key = HashKey(k);
+            assert_eq!(
+                stream.route(key).map(ShardMeta::id),
+                runnel_types::route(&table, key),
+                "key {k:#x}"
+            );
+        }
+        // The closed parent is never chosen.
+        assert_ne!(stream.route(HashKey(mid)).map(|sh| sh.index), Some(2));
     }
 
     fn create(s: &mut MetaState, idx: u64, name: &str, shards: u32) -> MetaReply {

@@ -295,14 +295,24 @@ fn outcome(ok: bool) -> &'static str {
     }
 }
 
-/// Records accepted on a shard (any put operation).
-pub fn incoming(e: Enhanced<'_>, stream: &str, shard: &str, records: u64, bytes: u64) {
+/// Records accepted on a shard (any put operation). The shard's label is only spelled out
+/// for a stream with shard-level metrics on (this runs for every record put).
+pub fn incoming(
+    e: Enhanced<'_>,
+    stream: &str,
+    shard: runnel_types::ShardId,
+    records: u64,
+    bytes: u64,
+) {
     INCOMING_RECORDS
         .with_label_values(&[stream])
         .inc_by(records);
     INCOMING_BYTES.with_label_values(&[stream]).inc_by(bytes);
-    shard_count(e, stream, shard, "IncomingRecords", records);
-    shard_count(e, stream, shard, "IncomingBytes", bytes);
+    if !e.0.is_empty() {
+        let shard = shard.to_string();
+        shard_count(e, stream, &shard, "IncomingRecords", records);
+        shard_count(e, stream, &shard, "IncomingBytes", bytes);
+    }
 }
 
 /// One PutRecord or PutRecords call that reached an existing stream.
@@ -766,8 +776,8 @@ mod tests {
         let mut on = std::collections::BTreeSet::new();
         let off = std::collections::BTreeSet::new();
         on.insert("IncomingRecords".to_string());
-        incoming(Enhanced(&off), "m-off", "shardId-000000000000", 3, 30);
-        incoming(Enhanced(&on), "m-on", "shardId-000000000000", 3, 30);
+        incoming(Enhanced(&off), "m-off", runnel_types::ShardId(0), 3, 30);
+        incoming(Enhanced(&on), "m-on", runnel_types::ShardId(0), 3, 30);
         let text = render();
         assert!(text.contains(
             "runnel_shard_metric_total{metric=\"IncomingRecords\",shard=\"shardId-000000000000\",stream=\"m-on\"} 3"
@@ -782,7 +792,7 @@ mod tests {
         let before = SHARD_SERIES_DROPPED.get();
         let admitted = SHARD_SERIES.lock().unwrap().len();
         set_max_shard_series(admitted);
-        incoming(Enhanced(&all), "m-cap", "shardId-000000000009", 1, 1);
+        incoming(Enhanced(&all), "m-cap", runnel_types::ShardId(9), 1, 1);
         assert!(SHARD_SERIES_DROPPED.get() > before);
         let text = render();
         assert!(!text.contains("shard=\"shardId-000000000009\",stream=\"m-cap\""));

@@ -803,15 +803,22 @@ impl Node {
         let me = self.config.node_id;
         let mut last_err = None;
         for attempt in 0..ROUTE_ATTEMPTS {
-            let candidates = self.candidates(group);
-            if candidates.is_empty() {
-                return Err(Error::ResourceNotFound(format!(
-                    "group {group} has no replicas"
-                )));
-            }
-            let target = candidates[attempt % candidates.len()];
-            let target = self.hint(group).unwrap_or(target);
-            let outcome = if target == me && self.registry.is_leader(group) {
+            // The common case first: this node leads the group (leader-aware clients send there),
+            // so neither the replica list nor the hints are looked at.
+            let leads_now = attempt == 0 && self.registry.is_leader(group);
+            let target = if leads_now {
+                me
+            } else {
+                let candidates = self.candidates(group);
+                if candidates.is_empty() {
+                    return Err(Error::ResourceNotFound(format!(
+                        "group {group} has no replicas"
+                    )));
+                }
+                let target = candidates[attempt % candidates.len()];
+                self.hint(group).unwrap_or(target)
+            };
+            let outcome = if target == me && (leads_now || self.registry.is_leader(group)) {
                 local().await
             } else if target == me {
                 Attempt::NotLeader(None)
@@ -820,7 +827,9 @@ impl Node {
             };
             match outcome {
                 Attempt::Done(v) => {
-                    self.set_hint(group, Some(target));
+                    if !leads_now {
+                        self.set_hint(group, Some(target));
+                    }
                     return Ok(v);
                 }
                 Attempt::Fail(e) => return Err(e),

@@ -76,7 +76,7 @@ async fn run(
                     Ok(Some(m)) => {
                         // One look-up of the stream per message, shared by its records.
                         let stream = match api.stream_name(m.stream.as_ref()) {
-                            Ok(name) => api.data_view(&name).await.map(|(_, s)| Arc::new(s)),
+                            Ok(name) => api.data_view(&name).await.map(|(_, s)| s),
                             Err(e) => Err(e),
                         };
                         for r in m.records {
