@@ -300,8 +300,8 @@ impl Registry {
         self.with_hosted(group, Hosted::clone)
     }
 
-    /// Runs `f` on a hosted group under the read lock, without cloning its handle (a clone
-    /// copies the group's stream name: too much for what runs on every write).
+    /// Runs `f` on a hosted group under the read lock, without cloning its handle (this runs
+    /// for every write). `f` must not block or call back into the registry.
     fn with_hosted<T>(&self, group: u64, f: impl FnOnce(&Hosted) -> T) -> Option<T> {
         self.groups.read().ok().and_then(|g| g.get(&group).map(f))
     }

@@ -804,7 +804,7 @@ impl Node {
         let mut last_err = None;
         for attempt in 0..ROUTE_ATTEMPTS {
             // The common case first: this node leads the group (leader-aware clients send there),
-            // so neither the replica list nor the hints are looked at.
+            // so the replica list is not built and the hints are not read.
             let leads_now = attempt == 0 && self.registry.is_leader(group);
             let target = if leads_now {
                 me
@@ -827,9 +827,9 @@ impl Node {
             };
             match outcome {
                 Attempt::Done(v) => {
-                    if !leads_now {
-                        self.set_hint(group, Some(target));
-                    }
+                    // Kept on the fast path too: it replaces a hint stored before this node
+                    // led, which would otherwise be tried first once the leadership moves.
+                    self.set_hint(group, Some(target));
                     return Ok(v);
                 }
                 Attempt::Fail(e) => return Err(e),
