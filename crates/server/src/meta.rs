@@ -141,22 +141,10 @@ pub struct StreamMeta {
 }
 
 impl StreamMeta {
-    /// Open shards with their ranges, sorted by range start (for routing).
-    pub fn open_ranges(&self) -> Vec<(ShardId, HashRange)> {
-        let mut v: Vec<(ShardId, HashRange)> = self
-            .shards
-            .iter()
-            .filter(|s| s.ending.is_none())
-            .map(|s| (s.id(), s.range))
-            .collect();
-        v.sort_by_key(|(_, r)| r.start);
-        v
-    }
-
     /// The open shard whose hash key range holds `key`: the same answer as
-    /// [`runnel_types::route`] over [`StreamMeta::open_ranges`], since open shards' ranges do not
-    /// overlap, found by a scan instead of an allocated and sorted table (this runs for every
-    /// record put).
+    /// [`runnel_types::route`] over the open shards' ranges sorted by start, since open shards'
+    /// ranges do not overlap, found by a scan instead of an allocated and sorted table (this
+    /// runs for every record put).
     pub fn route(&self, key: HashKey) -> Option<&ShardMeta> {
         self.shards
             .iter()
@@ -715,7 +703,14 @@ mod tests {
                 ..parent.clone()
             });
         }
-        let table = stream.open_ranges();
+        // The table the client's producer routes with: open shards sorted by range start.
+        let mut table: Vec<(ShardId, HashRange)> = stream
+            .shards
+            .iter()
+            .filter(|s| s.ending.is_none())
+            .map(|s| (s.id(), s.range))
+            .collect();
+        table.sort_by_key(|(_, r)| r.start);
         let mut keys: Vec<u128> = vec![0, u128::MAX, mid, mid + 1];
         for sh in &stream.shards {
             keys.extend([

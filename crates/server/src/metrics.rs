@@ -233,8 +233,13 @@ pub fn set_max_shard_series(n: usize) {
 pub struct Enhanced<'a>(pub &'a std::collections::BTreeSet<String>);
 
 impl Enhanced<'_> {
+    /// Whether the stream has any shard-level metric on.
+    fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     fn on(&self, metric: &str) -> bool {
-        !self.0.is_empty() && (self.0.contains(metric) || self.0.contains("ALL"))
+        self.any() && (self.0.contains(metric) || self.0.contains("ALL"))
     }
 }
 
@@ -308,7 +313,7 @@ pub fn incoming(
         .with_label_values(&[stream])
         .inc_by(records);
     INCOMING_BYTES.with_label_values(&[stream]).inc_by(bytes);
-    if !e.0.is_empty() {
+    if e.any() {
         let shard = shard.to_string();
         shard_count(e, stream, &shard, "IncomingRecords", records);
         shard_count(e, stream, &shard, "IncomingBytes", bytes);
