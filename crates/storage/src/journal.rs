@@ -12,10 +12,11 @@
 //! follow as `len u32 | crc32 u32 | generation u64 | payload`, the CRC covering generation and
 //! payload. Generations grow by one per segment life and are never reused (the next one is above
 //! every header on disk), so a record left over from a segment's earlier life never passes as
-//! current. Replay stops at the first record that is missing, torn or stale, and does not go on
-//! into later segments: a segment is synced whole before the next one is written, so a valid
-//! record can only follow an invalid one through corruption, and skipping over it would leave a
-//! hole in a log.
+//! current. A segment that is closed ends with a zero record header where one fits, so what its
+//! earlier life left after the last record is never read. Replay stops at the first record that
+//! is missing, torn or stale, and does not go on into later segments: a segment is synced whole,
+//! with its end mark, before the next one is written, so a valid record can only follow an
+//! invalid one through corruption, and skipping over it would leave a hole in a log.
 //!
 //! Invariants:
 //! * a batch's bytes are in the journal, synced, before its callback runs (the writer's
@@ -524,6 +525,16 @@ impl Journal {
     }
 
     fn finish_current(&mut self) -> Result<()> {
+        // A reused segment still holds its earlier life's bytes after the last record; replay
+        // reads those as a torn record and would stop there, skipping the later segments. So a
+        // segment ends with an explicit zero header (a clean end) whenever one fits, made
+        // durable by the same sync as its last records, before the next segment is written.
+        if let Some(cur) = &self.current {
+            let end = cur.at + self.pending.len() as u64;
+            if end + RECORD_HEADER as u64 <= cur.len {
+                self.pending.extend_from_slice(&[0u8; RECORD_HEADER]);
+            }
+        }
         self.sync(true)?;
         if let Some(cur) = self.current.take() {
             self.pool.close(cur.generation, cur.path);
@@ -620,6 +631,69 @@ mod tests {
         assert!(
             next > 9,
             "next generation {next} would let the old record pass as current"
+        );
+    }
+
+    /// A database with the store's column families (what `flush_all` flushes).
+    fn cf_db(path: &Path) -> DB {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        DB::open_cf(&opts, path, crate::ALL_CFS).unwrap()
+    }
+
+    fn put_batch(key: &str, value_len: usize) -> Vec<u8> {
+        let mut b = WriteBatch::default();
+        b.put(key, vec![0xAB; value_len]);
+        b.data().to_vec()
+    }
+
+    #[test]
+    fn a_reused_segment_closed_early_does_not_hide_the_next_one() {
+        // Segments of 4 KiB of records. A first life fills two with 300-byte batches; a
+        // checkpoint frees them. A second life of 700-byte batches reuses them: the batch that
+        // does not fit closes a reused segment with the first life's bytes after its last
+        // record, and goes to the next segment. After a crash (nothing flushed), a replay must
+        // bring back every batch written, including those of the segment after.
+        let dir = tempfile::tempdir().unwrap();
+        let seg = HEADER_BYTES + 4096;
+        let db = cf_db(&dir.path().join("db"));
+        let (pool, next) = recover(dir.path(), &db, seg).unwrap();
+        let mut journal = Journal::new(pool.clone(), next);
+        let mut first = 0;
+        while pool.lock().closed.len() < 2 {
+            journal
+                .append(&put_batch(&format!("first-{first}"), 300))
+                .unwrap();
+            journal.sync(true).unwrap();
+            first += 1;
+        }
+        pool.checkpoint(&db).unwrap();
+        assert_eq!(pool.lock().free.len(), 2);
+        let mut second = 0;
+        // Into the next free (reused) segment, through it, and into the one after.
+        while !pool.lock().free.is_empty() || pool.lock().closed.len() < 2 {
+            journal
+                .append(&put_batch(&format!("second-{second}"), 700))
+                .unwrap();
+            journal.sync(true).unwrap();
+            second += 1;
+        }
+        journal.append(&put_batch("last", 700)).unwrap();
+        journal.sync(true).unwrap();
+        drop(journal);
+        drop(pool);
+        drop(db);
+
+        let replayed = cf_db(&dir.path().join("replayed"));
+        recover(dir.path(), &replayed, seg).unwrap();
+        for i in 0..second {
+            let key = format!("second-{i}");
+            assert!(replayed.get(&key).unwrap().is_some(), "{key} lost");
+        }
+        assert!(
+            replayed.get("last").unwrap().is_some(),
+            "the last batch was lost"
         );
     }
 
