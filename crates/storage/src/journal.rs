@@ -11,10 +11,11 @@
 //! Format: a segment starts with a header block (magic, generation, live/free, CRC); records
 //! follow as `len u32 | crc32 u32 | generation u64 | payload`, the CRC covering generation and
 //! payload. Generations grow by one per segment life and are never reused (the next one is above
-//! every header on disk), so a record left over from a segment's earlier life never passes as
-//! current. A segment that is closed ends with a zero record header where one fits, so what its
-//! earlier life left after the last record is never read. Replay stops at the first record that
-//! is missing, torn or stale, and does not go on into later segments: a segment is synced whole,
+//! every header on disk, and a segment's header is synced before any record of its life is
+//! written), so a record left over from a segment's earlier life never passes as current. A
+//! segment that is closed ends with a zero record header where one fits, so what its earlier
+//! life left after the last record is never read. Replay stops at the first record that is
+//! missing, torn or stale, and does not go on into later segments: a segment is synced whole,
 //! with its end mark, before the next one is written, so a valid record can only follow an
 //! invalid one through corruption, and skipping over it would leave a hole in a log.
 //!
@@ -527,12 +528,21 @@ impl Journal {
     fn finish_current(&mut self) -> Result<()> {
         // A reused segment still holds its earlier life's bytes after the last record; replay
         // reads those as a torn record and would stop there, skipping the later segments. So a
-        // segment ends with an explicit zero header (a clean end) whenever one fits, made
-        // durable by the same sync as its last records, before the next segment is written.
-        if let Some(cur) = &self.current {
+        // segment ends with an explicit zero header (a clean end) whenever one fits, written
+        // with its last records and made durable by the same sync, before the next segment is
+        // written. The mark is not counted in `at`: if the write or the sync fails, the
+        // segment stays current and its next records overwrite the mark, so no valid record
+        // ever follows it.
+        if let Some(cur) = self.current.as_mut() {
             let end = cur.at + self.pending.len() as u64;
             if end + RECORD_HEADER as u64 <= cur.len {
+                let records = self.pending.len();
                 self.pending.extend_from_slice(&[0u8; RECORD_HEADER]);
+                let written = cur.file.write_all_at(&self.pending, cur.at);
+                self.pending.truncate(records);
+                written.map_err(|e| io_err("write", &cur.path, e))?;
+                cur.at += records as u64;
+                self.pending.clear();
             }
         }
         self.sync(true)?;
@@ -550,8 +560,12 @@ impl Journal {
         let len = file.metadata().map_err(|e| io_err("stat", &path, e))?.len();
         let generation = self.next_generation;
         self.next_generation += 1;
-        // The header is made durable by the sync that covers the segment's first records.
+        // The header is durable before any record of this life is written: otherwise a power
+        // cut could keep records of `generation` on disk without the header that names it, the
+        // next open would hand `generation` out again, and those records could later replay
+        // as current. One sync per segment.
         file.write_all_at(&header_bytes(generation, true), 0)
+            .and_then(|()| file.sync_data())
             .map_err(|e| io_err("write", &path, e))?;
         self.current = Some(Current {
             file,
