@@ -22,6 +22,8 @@
 //! Invariants:
 //! * a batch's bytes are in the journal, synced, before its callback runs (the writer's
 //!   contract is unchanged);
+//! * after a write or sync error the journal takes no more writes until the node restarts
+//!   (fail-stop): a retried `fdatasync` could report pages it dropped as durable;
 //! * a segment is released (marked free, then reused) only after a RocksDB flush that began
 //!   after its last batch was written to the memtables, so what it held is in SST files; and
 //!   segments are released in generation order, so a replay never applies a write whose later
@@ -467,6 +469,8 @@ pub(crate) struct Journal {
     current: Option<Current>,
     pending: Vec<u8>,
     next_generation: u64,
+    /// The first write or sync error: the journal is then done (see [`Journal::sync`]).
+    failed: Option<Error>,
 }
 
 impl Journal {
@@ -476,6 +480,7 @@ impl Journal {
             current: None,
             pending: Vec::with_capacity(1 << 20),
             next_generation,
+            failed: None,
         }
     }
 
@@ -485,6 +490,45 @@ impl Journal {
 
     /// Queues one batch's bytes; they reach the file with the next [`Journal::sync`].
     pub(crate) fn append(&mut self, payload: &[u8]) -> Result<()> {
+        self.healthy()?;
+        let result = self.append_unchecked(payload);
+        self.note(result)
+    }
+
+    /// Writes what is pending and, with `fsync`, makes it durable.
+    ///
+    /// After any error the journal refuses every later append and sync until the node restarts
+    /// (fail-stop). A failed `fdatasync` may have dropped the pages it could not write, and a
+    /// second one then reports success for them; and a file left between writes (a header
+    /// written, its sync failed) could stop a replay before later segments. Restarting replays
+    /// what is durable.
+    pub(crate) fn sync(&mut self, fsync: bool) -> Result<()> {
+        self.healthy()?;
+        let result = self.sync_unchecked(fsync);
+        self.note(result)
+    }
+
+    fn healthy(&self) -> Result<()> {
+        match &self.failed {
+            Some(e) => Err(Error::Io(format!(
+                "the Raft log journal failed earlier and takes no more writes until the node restarts: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn note(&mut self, result: Result<()>) -> Result<()> {
+        if let Err(e) = &result {
+            tracing::error!(
+                error = %e,
+                "Raft log journal failed: no more log writes on this node until it restarts"
+            );
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn append_unchecked(&mut self, payload: &[u8]) -> Result<()> {
         let need = (RECORD_HEADER + payload.len()) as u64;
         let fits = self
             .current
@@ -498,8 +542,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Writes what is pending and, with `fsync`, makes it durable.
-    pub(crate) fn sync(&mut self, fsync: bool) -> Result<()> {
+    fn sync_unchecked(&mut self, fsync: bool) -> Result<()> {
         let Some(cur) = self.current.as_mut() else {
             return Ok(());
         };
@@ -530,9 +573,8 @@ impl Journal {
         // reads those as a torn record and would stop there, skipping the later segments. So a
         // segment ends with an explicit zero header (a clean end) whenever one fits, written
         // with its last records and made durable by the same sync, before the next segment is
-        // written. The mark is not counted in `at`: if the write or the sync fails, the
-        // segment stays current and its next records overwrite the mark, so no valid record
-        // ever follows it.
+        // written. The mark is not counted in `at`, and after a failed write or sync the
+        // journal takes no more writes (`sync`), so no valid record ever follows a mark.
         if let Some(cur) = self.current.as_mut() {
             let end = cur.at + self.pending.len() as u64;
             if end + RECORD_HEADER as u64 <= cur.len {
@@ -545,7 +587,7 @@ impl Journal {
                 self.pending.clear();
             }
         }
-        self.sync(true)?;
+        self.sync_unchecked(true)?;
         if let Some(cur) = self.current.take() {
             self.pool.close(cur.generation, cur.path);
         }
@@ -565,8 +607,8 @@ impl Journal {
         // next open would hand `generation` out again, and those records could later replay
         // as current. One sync per segment.
         file.write_all_at(&header_bytes(generation, true), 0)
-            .and_then(|()| file.sync_data())
             .map_err(|e| io_err("write", &path, e))?;
+        file.sync_data().map_err(|e| io_err("sync", &path, e))?;
         self.current = Some(Current {
             file,
             path,
@@ -709,6 +751,22 @@ mod tests {
             replayed.get("last").unwrap().is_some(),
             "the last batch was lost"
         );
+    }
+
+    #[test]
+    fn after_an_error_the_journal_takes_no_more_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cf_db(&dir.path().join("db"));
+        let (pool, next) = recover(dir.path(), &db, HEADER_BYTES + 4096).unwrap();
+        let mut journal = Journal::new(pool, next);
+        journal.append(&put_batch("before", 10)).unwrap();
+        journal.sync(true).unwrap();
+        // As if an fdatasync had failed: a later one must not report the batches as durable.
+        let failed = journal.note(Err(Error::Io("injected sync failure".into())));
+        assert!(failed.is_err());
+        assert!(journal.sync(true).is_err());
+        assert!(journal.append(&put_batch("after", 10)).is_err());
+        assert!(journal.sync(false).is_err());
     }
 
     fn store_with(dir: &Path, segment_bytes: u64) -> crate::Store {
