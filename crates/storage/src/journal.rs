@@ -573,18 +573,11 @@ impl Journal {
         // reads those as a torn record and would stop there, skipping the later segments. So a
         // segment ends with an explicit zero header (a clean end) whenever one fits, written
         // with its last records and made durable by the same sync, before the next segment is
-        // written. The mark is not counted in `at`, and after a failed write or sync the
-        // journal takes no more writes (`sync`), so no valid record ever follows a mark.
-        if let Some(cur) = self.current.as_mut() {
-            let end = cur.at + self.pending.len() as u64;
-            if end + RECORD_HEADER as u64 <= cur.len {
-                let records = self.pending.len();
+        // written. If that write or sync fails the journal takes no more writes (`sync`), so
+        // no record ever follows a mark.
+        if let Some(cur) = &self.current {
+            if cur.at + (self.pending.len() + RECORD_HEADER) as u64 <= cur.len {
                 self.pending.extend_from_slice(&[0u8; RECORD_HEADER]);
-                let written = cur.file.write_all_at(&self.pending, cur.at);
-                self.pending.truncate(records);
-                written.map_err(|e| io_err("write", &cur.path, e))?;
-                cur.at += records as u64;
-                self.pending.clear();
             }
         }
         self.sync_unchecked(true)?;
